@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (the federated demo on the embedded default) and `make test`.
+# Both install what they need into .venv first, from uv.lock, with a uv bootstrapped into .tools.
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+VENV := .venv
+UV := .tools/bin/uv
+SYNCED := $(VENV)/.carefed-synced
+
+.PHONY: install demo test lint typecheck
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(SYNCED): pyproject.toml uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --python $(PYTHON)
+	touch $@
+
+install: $(SYNCED)
+
+demo: install
+	$(VENV)/bin/carefed demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(VENV)/bin/pytest

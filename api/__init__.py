@@ -1,0 +1,1 @@
+"""CareFed service: FastAPI + SQLModel API and web pages for hospital IT, clinicians and compliance officers."""

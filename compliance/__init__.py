@@ -1,0 +1,1 @@
+"""Compliance toolkit: verifiable audit exports, lineage as PROV, and regulators' reports."""

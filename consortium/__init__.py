@@ -1,0 +1,1 @@
+"""Consortium side: Flower ServerApp with HE-FedAvg, key ceremony, model registry, the federated demo."""

@@ -1,0 +1,1 @@
+"""Privacy core: differentially private local training (Opacus) and CKKS aggregation (TenSEAL). No I/O."""
