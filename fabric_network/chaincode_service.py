@@ -88,13 +88,13 @@ def quiet_shim_logging() -> None:
 quiet_shim_logging()
 
 
-class CareFedHandler(Handler):
+class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
     """The upstream stream handler with faults 1 and 2 corrected (see the module docstring)."""
 
     async def _Handler__ask_peer_and_listen(self, msg: Any, action: str) -> Any:
         # Overrides the upstream private ``Handler.__ask_peer_and_listen``, the one place every state request
         # passes through, so that an ERROR reply raises instead of being returned as data.
-        reply = await Handler._Handler__ask_peer_and_listen(self, msg, action)  # type: ignore[attr-defined]
+        reply = await Handler._Handler__ask_peer_and_listen(self, msg, action)
         if reply.type != Message.RESPONSE:
             reason = reply.payload.decode("utf-8", errors="replace")
             raise PeerRequestError(f"{action} failed on the peer: {reason}")
@@ -124,10 +124,10 @@ class CareFedHandler(Handler):
         await self.context.write(completed)
 
 
-class CareFedChaincodeService(ChaincodeService):
+class CareFedChaincodeService(ChaincodeService):  # type: ignore[misc]  # the shim is untyped
     """The gRPC ``Chaincode`` service the peer dials, one :class:`CareFedHandler` per connection."""
 
-    async def Connect(self, request_iterator: AsyncIterable[Any], context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Connect(self, request_iterator: AsyncIterable[Any], context: grpc.aio.ServicerContext) -> None:
         await CareFedHandler(self._ccid, self._cc).chat_with_peer(request_iterator, context)
 
 

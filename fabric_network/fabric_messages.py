@@ -51,7 +51,8 @@ class SigningIdentity:
     @property
     def creator(self) -> bytes:
         """The serialized identity the peer reads as the transaction's creator."""
-        return identities_pb2.SerializedIdentity(mspid=self.msp_id, id_bytes=self.certificate_pem).SerializeToString()
+        identity = identities_pb2.SerializedIdentity(mspid=self.msp_id, id_bytes=self.certificate_pem)
+        return bytes(identity.SerializeToString())
 
     def sign(self, message: bytes) -> bytes:
         """DER ECDSA-SHA256 signature with s in the lower half of the group order."""

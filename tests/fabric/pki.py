@@ -48,7 +48,8 @@ class TestCA:
     def issue(self, common_name: str) -> Leaf:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
-        san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+        san = x509.SubjectAlternativeName([x509.DNSName("localhost"), loopback])
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
