@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fabric_network.fabric_cli import fabric_app  # noqa: F401  (re-exported: `carefed fabric …`)
+from fabric_network.fabric_cli import fabric_app as fabric_app  # re-exported: `carefed fabric …`
 
 ledger_app = typer.Typer(help="Consortium ledger: identities, status, verification, history.", no_args_is_help=True)
 
