@@ -28,6 +28,7 @@ torchcsprng is not installed): fine for the demo, a production deployment should
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -153,8 +154,13 @@ def _steps_per_epoch(n_records: int, batch_size: int) -> tuple[float, int]:
     return sample_rate, int(1 / sample_rate)
 
 
+@functools.lru_cache(maxsize=256)
 def plan_training(config: DPConfig, n_records: int) -> TrainingPlan:
-    """Calibrate the noise for (ε, δ) over the run's steps and return the ε the run will actually spend."""
+    """Calibrate the noise for (ε, δ) over the run's steps and return the ε the run will actually spend.
+
+    Cached: Opacus' accountants take seconds to calibrate (RDP's fractional orders, PRV's convolutions), and a
+    federated run asks for the same plan every round.
+    """
     _check_delta(config.target_delta, n_records)
     sample_rate, steps_per_epoch = _steps_per_epoch(n_records, config.batch_size)
     steps = steps_per_epoch * config.epochs
@@ -181,7 +187,7 @@ def validate_training_data(features: npt.ArrayLike, labels: npt.ArrayLike, delta
     x = np.asarray(features)
     y = np.asarray(labels)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise TrainingDataError(f"features must be a non-empty 2-D array (records × features), got shape {x.shape}")
+        raise TrainingDataError(f"features must be a non-empty 2-D array (records x features), got shape {x.shape}")
     if y.shape != (x.shape[0],):
         raise TrainingDataError(f"labels must be a 1-D array with one label per record ({x.shape[0]}), got {y.shape}")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
@@ -261,7 +267,7 @@ class PrivateTrainer:
                 if len(labels) == 0 and self.config.grad_sample_mode == "ew":
                     # Expanded weights reject batch size 0; an empty batch's per-sample gradients are empty.
                     for parameter in self.model.parameters():
-                        parameter.grad_sample = torch.zeros((0, *parameter.shape))
+                        parameter.grad_sample = torch.zeros((0, *parameter.shape))  # type: ignore[attr-defined]  # Opacus' attr
                     optimizer.step()
                     continue
                 loss = criterion(module(features).squeeze(-1), labels)

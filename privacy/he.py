@@ -2,11 +2,11 @@
 
 Why this construction (measured by `bench/he.py`, numbers in its output and the module constants):
 - The aggregator only adds, so no relinearisation or rotation keys, no middle primes and no key-switching prime are
-  needed: one coefficient prime suffices, and a ciphertext's size is (prime bits) × N per N/2 slots.
+  needed: one coefficient prime suffices, and a ciphertext's size is (prime bits) x N per N/2 slots.
 - Hospitals share the consortium's CKKS secret key (DESIGN.md trust model), so they encrypt *symmetrically* with it.
   SEAL then stores the second ciphertext polynomial as a PRNG seed ("seeded" ciphertexts), halving the size, and
-  every complex slot carries two reals. Together that brings an update to ~1× its float32 size (TenSEAL's
-  high-level public-key API with two primes reaches ~5.3–5.9×). Adding seeded ciphertexts needs only the
+  every complex slot carries two reals. Together that brings an update to ~1x its float32 size (TenSEAL's
+  high-level public-key API with two primes reaches ~5.3-5.9x). Adding seeded ciphertexts needs only the
   encryption parameters, so the aggregator's context holds no key at all. The sum travels back as an ordinary
   (unseeded) ciphertext: twice the size of one update.
 - SEAL is reached through `tenseal.sealapi` (the SEAL bundled in the TenSEAL wheel); its save/load take file paths,
@@ -14,7 +14,7 @@ Why this construction (measured by `bench/he.py`, numbers in its output and the 
 
 Wire format (version 1, all integers big-endian) for an encrypted update or sum:
     b"CFHE" | version u8 | kind u8 (1 update, 2 sum) | context fingerprint 16 B | length u64 | terms u32 |
-    chunks u32 | chunk sizes u32 × chunks | chunk bytes … | BLAKE2b-128 digest of everything before it
+    chunks u32 | chunk sizes u32 x chunks | chunk bytes … | BLAKE2b-128 digest of everything before it
 The fingerprint (key id + parameters) rejects ciphertexts from another context; the lengths reject truncation;
 the digest rejects corruption; `terms` (updates summed so far) lets the aggregator refuse sums that could overflow.
 
@@ -48,6 +48,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -109,7 +110,7 @@ class CKKSParameters:
         if n < 1024 or n > 32768 or n & (n - 1):
             raise ParameterError(f"poly_modulus_degree must be a power of two in [1024, 32768], got {n}")
         if not self.coeff_mod_bit_sizes or any(not 20 <= bits <= 60 for bits in self.coeff_mod_bit_sizes):
-            raise ParameterError(f"coeff_mod_bit_sizes must be 1+ primes of 20–60 bits, got {self.coeff_mod_bit_sizes}")
+            raise ParameterError(f"coeff_mod_bit_sizes must be 1+ primes of 20-60 bits, got {self.coeff_mod_bit_sizes}")
         limit = int(seal.CoeffModulus.MaxBitCount(n, seal.SEC_LEVEL_TYPE.TC128))
         if sum(self.coeff_mod_bit_sizes) > limit:
             raise ParameterError(
@@ -120,8 +121,8 @@ class CKKSParameters:
             raise ParameterError(f"max_parties must be ≥ 1, got {self.max_parties}")
         if self.max_abs_value < 1.0:
             raise ParameterError(
-                f"scale 2^{self.scale_bits} leaves |value| ≤ {self.max_abs_value:.3g} for {self.max_parties} parties "
-                f"under a {self.coeff_mod_bit_sizes[0]}-bit prime; lower scale_bits or max_parties, or use a larger prime"
+                f"scale 2^{self.scale_bits} leaves |value| ≤ {self.max_abs_value:.3g} for {self.max_parties} "
+                f"parties under primes {self.coeff_mod_bit_sizes}; lower scale_bits or max_parties or use larger primes"
             )
 
     @property
@@ -212,7 +213,7 @@ class SecretContext(PublicContext):
 
     _kind = _CONTEXT_SECRET
 
-    def __init__(self, parameters: CKKSParameters, key_id: bytes, secret_key: object | None = None) -> None:
+    def __init__(self, parameters: CKKSParameters, key_id: bytes, secret_key: Any = None) -> None:
         super().__init__(parameters, key_id)
         self._secret_key = secret_key if secret_key is not None else seal.KeyGenerator(self._seal).secret_key()
         self._encryptor = seal.Encryptor(self._seal, self._secret_key)
@@ -227,7 +228,7 @@ class SecretContext(PublicContext):
         """Parameters, key id and the SECRET KEY: for the hospitals' key store only."""
         with _scratch_dir() as scratch:
             path = scratch / "secret-key"
-            self._secret_key.save(str(path))  # type: ignore[attr-defined]
+            self._secret_key.save(str(path))
             key_bytes = path.read_bytes()
         return _seal_with_digest(self._header(_CONTEXT_SECRET) + key_bytes)
 
@@ -306,8 +307,8 @@ def _unpack(context: PublicContext, data: bytes) -> _Envelope:
         raise CorruptCiphertextError(f"ciphertext: not a CareFed v{WIRE_VERSION} ciphertext (magic {magic!r})")
     if fingerprint != context.fingerprint:
         raise ContextMismatchError(
-            f"ciphertext was encrypted under context {fingerprint.hex()}, not this context {context.fingerprint.hex()}; "
-            "every party of a run must use the consortium's current key"
+            f"ciphertext was encrypted under context {fingerprint.hex()}, not this context "
+            f"{context.fingerprint.hex()}; every party of a run must use the consortium's current key"
         )
     offset = _WIRE_HEADER.size
     sizes = struct.unpack_from(f">{n_chunks}I", body, offset)
@@ -321,7 +322,7 @@ def _unpack(context: PublicContext, data: bytes) -> _Envelope:
     return _Envelope(kind, fingerprint, length, terms, chunks)
 
 
-def _load_ciphertexts(context: PublicContext, chunks: Sequence[bytes], scratch: Path) -> list[object]:
+def _load_ciphertexts(context: PublicContext, chunks: Sequence[bytes], scratch: Path) -> list[Any]:
     ciphertexts = []
     path = scratch / "ciphertext"
     for chunk in chunks:
@@ -397,7 +398,7 @@ def aggregate(context: PublicContext, updates: Sequence[bytes]) -> bytes:
         chunks = []
         path = scratch / "sum"
         for ciphertext in total:
-            ciphertext.save(str(path))  # type: ignore[attr-defined]
+            ciphertext.save(str(path))
             chunks.append(path.read_bytes())
     return _pack(context, _KIND_SUM, lengths.pop(), terms, chunks)
 

@@ -14,6 +14,7 @@ API
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ def demo_mlp(n_features: int = 30, hidden: Sequence[int] = (64, 32), *, seed: in
         if seed is not None:
             torch.manual_seed(seed)
         layers: list[nn.Module] = []
-        for width_in, width_out in zip(widths, widths[1:], strict=False):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], 1))
         return nn.Sequential(*layers)
