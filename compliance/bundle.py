@@ -35,7 +35,8 @@ from pydantic import ValidationError
 
 from compliance.fhir_audit import audit_bundle_json, balp_problems
 from compliance.records import COLUMNS, AuditRecord, canonical_json
-from compliance.signing import Signer, signature_problems
+from compliance.signing import certificate_subject, signature_problems
+from fabric_network.identities import SigningIdentity
 from fabric_network.merkle import (
     MerkleProofError,
     MerkleTree,
@@ -134,7 +135,7 @@ def export_bundle(
     records: Sequence[AuditRecord],
     fmt: ExportFormat,
     out_dir: Path,
-    signer: Signer,
+    signer: SigningIdentity,
     ledger_height: int,
     filters: dict[str, str | None],
 ) -> dict[str, Any]:
@@ -180,7 +181,11 @@ def export_bundle(
             "fhir": "each entry.resource as JSON with sorted keys and no whitespace, UTF-8",
         }[fmt.value],
         "files": {name: _sha256_file(out_dir / name) for name in (fmt.events_file, PROOFS)},
-        "signer": {"subject": signer.subject, "certificate": signer.certificate_pem},
+        "signer": {
+            "msp_id": signer.msp_id,
+            "subject": certificate_subject(signer.cert_pem),
+            "certificate": signer.cert_pem.decode(),
+        },
     }
     manifest["signature"] = base64.b64encode(signer.sign(_signed_bytes(manifest))).decode()
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
@@ -321,15 +326,26 @@ def _bundle_leaves(directory: Path, manifest: dict[str, Any]) -> tuple[ExportFor
 
 def verify_bundle(directory: Path, cas: list[x509.Certificate], previous: Path | None = None) -> VerifyResult:
     """Check a bundle offline: signature and chain, file digests, tree head, every event's inclusion, the
-    BALP profile of every FHIR AuditEvent, and with `previous` the RFC 9162 consistency of the two exports."""
+    BALP profile of every FHIR AuditEvent, and with `previous` the RFC 9162 consistency of the two exports.
+
+    Never raises on a tampered bundle: whatever cannot be read becomes a named problem.
+    """
     result = VerifyResult(directory)
+    try:
+        _verify_into(result, directory, cas, previous)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        result.problems.append(f"{MANIFEST} or a bundle file is malformed: {type(exc).__name__}: {exc}")
+    return result
+
+
+def _verify_into(result: VerifyResult, directory: Path, cas: list[x509.Certificate], previous: Path | None) -> None:
     try:
         manifest = _load_manifest(directory)
         fmt, events = _bundle_leaves(directory, manifest)
         proof_bundle_id, proofs = _read_proofs(directory / PROOFS)
     except (BundleError, OSError, UnicodeDecodeError) as exc:
         result.problems.append(str(exc))
-        return result
+        return
     result.tree_size = int(manifest.get("tree_size", -1))
     result.tree_head = str(manifest.get("tree_head", ""))
     result.ledger_height = int(manifest.get("ledger_height", -1))
@@ -340,7 +356,7 @@ def verify_bundle(directory: Path, cas: list[x509.Certificate], previous: Path |
         signature = base64.b64decode(str(manifest.get("signature", "")), validate=True)
     except ValueError as exc:
         result.problems.append(f"{MANIFEST}: unreadable exported_at or signature ({exc})")
-        return result
+        return
     result.problems.extend(
         f"{MANIFEST}: {p}"
         for p in signature_problems(
@@ -373,7 +389,6 @@ def verify_bundle(directory: Path, cas: list[x509.Certificate], previous: Path |
     if previous is not None:
         result.consistent_with = previous
         result.problems.extend(_consistency_problems(manifest, tree, events, previous, cas))
-    return result
 
 
 def _consistency_problems(

@@ -1,62 +1,39 @@
 """Signing an export manifest with a consortium identity, and checking it offline against the CA certificates.
 
-The exporting identity is an ordinary Fabric MSP identity (``signcerts/*.pem`` + ``keystore/*``, as written by
-``carefed ledger init``), so an outsider needs only the consortium's CA certificates — no ledger, no network —
-to decide whether a bundle was signed by a member of the consortium.
+The exporting identity is an ordinary consortium identity (``fabric_network.identities.SigningIdentity``, as
+written by ``carefed ledger init``), so an outsider needs only the consortium's CA certificates — no ledger,
+no network — to decide whether a bundle was signed by a member of the consortium.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fabric_network.identities import load_consortium
+
 
 class SigningError(ValueError):
-    """Missing or unusable key material; the message names the file and the fix."""
+    """Missing or unusable certificate material; the message names the file and the fix."""
 
 
-@dataclass(frozen=True)
-class Signer:
-    """An identity that can sign: its certificate and its private key (which never leaves this process)."""
+def consortium_ca_certificates(state_dir: Path) -> list[x509.Certificate]:
+    """The signing CA certificate of every org of the consortium in this state directory."""
+    consortium = load_consortium(state_dir)
+    return [
+        x509.load_pem_x509_certificate(Path(org.ca_cert).read_bytes())
+        for org in (consortium.orderer, *consortium.hospitals)
+    ]
 
-    certificate: x509.Certificate
-    private_key: ec.EllipticCurvePrivateKey
 
-    @classmethod
-    def from_msp_dir(cls, msp_dir: Path) -> Signer:
-        """Load the identity of a Fabric MSP directory (``signcerts/`` and ``keystore/``)."""
-        certs = sorted((msp_dir / "signcerts").glob("*.pem"))
-        keys = sorted((msp_dir / "keystore").glob("*"))
-        if not certs or not keys:
-            raise SigningError(
-                f"{msp_dir}: no signcerts/*.pem or keystore/* found; run `carefed ledger init` or pass --identity "
-                "the MSP directory of the identity that exports"
-            )
-        certificate = x509.load_pem_x509_certificate(certs[0].read_bytes())
-        key = serialization.load_pem_private_key(keys[0].read_bytes(), password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise SigningError(f"{keys[0]}: expected an EC private key, got {type(key).__name__}")
-        if key.public_key().public_numbers() != _ec_public_key(certificate).public_numbers():
-            raise SigningError(f"{keys[0]} does not belong to the certificate {certs[0]}")
-        return cls(certificate, key)
-
-    def sign(self, data: bytes) -> bytes:
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
-
-    @property
-    def certificate_pem(self) -> str:
-        return self.certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-    @property
-    def subject(self) -> str:
-        return subject_name(self.certificate)
+def certificate_subject(certificate_pem: bytes) -> str:
+    return subject_name(x509.load_pem_x509_certificate(certificate_pem))
 
 
 def _ec_public_key(certificate: x509.Certificate) -> ec.EllipticCurvePublicKey:
@@ -116,6 +93,6 @@ def signature_problems(
         _ec_public_key(certificate).verify(signature, data, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         problems.append("the manifest signature does not verify under the signer's certificate")
-    except SigningError as exc:
-        problems.append(str(exc))
+    except ValueError as exc:  # SigningError, or a certificate whose key no longer parses
+        problems.append(f"the signer's certificate holds no usable public key ({exc})")
     return problems
