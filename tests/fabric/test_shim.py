@@ -28,7 +28,8 @@ from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim
 
 from fabric_network import chaincode_service
 from fabric_network.chaincode_service import SHIM_PAYLOAD_FILTER, ChaincodeServerSettings, build_server
-from fabric_network.fabric_messages import SigningIdentity, new_proposal
+from fabric_network.fabric_messages import new_proposal
+from fabric_network.identities import SigningIdentity
 from tests.fabric.pki import TestCA
 from tests.fabric.shim_contract import ShimProbeContract
 
@@ -91,8 +92,8 @@ _IDENTITY: list[SigningIdentity] = []
 
 def _identity() -> SigningIdentity:
     if not _IDENTITY:
-        leaf = TestCA("Hospital1MSP-ca").issue("user1")
-        _IDENTITY.append(SigningIdentity("Hospital1MSP", leaf.cert_pem, leaf.key))
+        leaf = TestCA("hospital-a-ca").issue("user1")
+        _IDENTITY.append(SigningIdentity("HospitalAMSP", "User1@hospital-a", "client", leaf.cert_pem, leaf.key))
     return _IDENTITY[0]
 
 
