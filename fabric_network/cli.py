@@ -7,8 +7,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fabric_network.fabric_cli import fabric_app as fabric_app  # re-exported: `carefed fabric …`
+
 ledger_app = typer.Typer(help="Consortium ledger: identities, status, verification, history.", no_args_is_help=True)
-fabric_app = typer.Typer(help="A native Hyperledger Fabric network for the consortium.", no_args_is_help=True)
 
 StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory (git-ignored).")]
 DEFAULT_STATE_DIR = Path(".carefed")
