@@ -207,12 +207,7 @@ class EmbeddedStub(ChaincodeStub):  # type: ignore[misc]  # the library ships no
             params.append(end_key.encode())
         rows = self._db.execute(sql + " ORDER BY key", params).fetchall()
         return _AsyncRows(
-            [
-                kv_query_result_pb2.KV(  # type: ignore[attr-defined]
-                    namespace=CHAINCODE_NAME, key=bytes(k).decode(), value=bytes(v)
-                )
-                for k, v in rows
-            ]
+            [kv_query_result_pb2.KV(namespace=CHAINCODE_NAME, key=bytes(k).decode(), value=bytes(v)) for k, v in rows]
         )
 
     async def get_history_for_key(self, key: str) -> _AsyncRows:
@@ -225,7 +220,7 @@ class EmbeddedStub(ChaincodeStub):  # type: ignore[misc]  # the library ships no
             moment = dt.datetime.fromisoformat(stamp[:19] + "+00:00")
             ts = Timestamp(seconds=int(moment.timestamp()), nanos=int(stamp[20:29]))
             modifications.append(
-                kv_query_result_pb2.KeyModification(  # type: ignore[attr-defined]
+                kv_query_result_pb2.KeyModification(
                     tx_id=tx, value=bytes(value or b""), timestamp=ts, is_delete=value is None
                 )
             )

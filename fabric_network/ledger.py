@@ -133,11 +133,7 @@ def serialized_identity(msp_id: str, cert_pem: bytes) -> bytes:
     """The creator as Fabric serialises it (``msp.SerializedIdentity`` protobuf bytes)."""
     from fabric_protos.msp import identities_pb2
 
-    return bytes(
-        identities_pb2.SerializedIdentity(  # type: ignore[attr-defined]
-            mspid=msp_id, id_bytes=cert_pem
-        ).SerializeToString()
-    )
+    return bytes(identities_pb2.SerializedIdentity(mspid=msp_id, id_bytes=cert_pem).SerializeToString())
 
 
 class Ledger(ABC):
