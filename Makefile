@@ -6,7 +6,7 @@ VENV := .venv
 UV := .tools/bin/uv
 SYNCED := $(VENV)/.carefed-synced
 
-.PHONY: install demo test lint typecheck
+.PHONY: install demo test lint typecheck test-system-deps
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,5 +28,9 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# PostgreSQL (the API's PostgreSQL tests start a throw-away server) and Chromium (the browser tests), from apt.
+test-system-deps:
+	scripts/test-system-deps.sh
+
+test: lint typecheck test-system-deps
 	$(VENV)/bin/pytest

@@ -1,5 +1,96 @@
 """`carefed api …`: start the CareFed service and manage its users."""
 
-import typer
+from pathlib import Path
+from typing import Annotated
 
-api_app = typer.Typer(help="The CareFed web service.", no_args_is_help=True)
+import typer
+from rich.console import Console
+
+api_app = typer.Typer(help="The CareFed web service.", invoke_without_command=True)
+console = Console(stderr=True)
+
+StateDirOption = Annotated[
+    Path, typer.Option("--state-dir", help="State directory shared with the ledger and the model registry.")
+]
+
+
+@api_app.callback()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps it off the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    state_dir: StateDirOption = Path(".carefed"),
+    ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) to serve HTTPS.")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM) of that certificate.")] = None,
+) -> None:
+    """Start the service (uvicorn); `carefed api create-user` makes its first administrator."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from api.core.config import Settings
+    from api.main import create_app
+
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither", param_hint="--ssl-keyfile")
+    if ssl_certfile is None and host not in {"127.0.0.1", "localhost", "::1"}:
+        console.print(f"[yellow]warning:[/] serving plain HTTP on {host}; give --ssl-certfile/--ssl-keyfile for TLS")
+    app = create_app(Settings(state_dir=state_dir))
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        access_log=False,  # the audit trail records every request; uvicorn's log would repeat URLs
+    )
+
+
+@api_app.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Option(prompt=True, help="Sign-in name.")],
+    role: Annotated[
+        str,
+        typer.Option(help="hospital_it, clinician, compliance_officer or consortium_admin."),
+    ] = "consortium_admin",
+    hospital: Annotated[str | None, typer.Option(help="Hospital the role acts for (hospital_it, clinician).")] = None,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="CAREFED_API_NEW_PASSWORD",
+            help="At least 12 characters; prompted for when not given.",
+        ),
+    ] = "",
+    state_dir: StateDirOption = Path(".carefed"),
+) -> None:
+    """Create a user (by default the consortium's first administrator)."""
+    from pydantic import ValidationError
+    from sqlmodel import Session
+
+    from api.core.config import Settings
+    from api.core.db import make_engine, upgrade_to_head
+    from api.core.problems import ProblemError, field_errors
+    from api.models.user import UserCreate
+    from api.routes.users import add_user
+
+    try:
+        user_in = UserCreate(username=username, role=role, hospital=hospital, password=password)  # type: ignore[arg-type]
+    except ValidationError as error:
+        for problem in field_errors(error.errors(), location="option"):
+            console.print(f"[red]--{problem.field}[/]: {problem.message}")
+        raise typer.Exit(2) from None
+    engine = make_engine(Settings(state_dir=state_dir).resolved_database_url)
+    upgrade_to_head(engine)
+    try:
+        with Session(engine) as session:
+            user = add_user(session, user_in)
+    except ProblemError as error:
+        console.print(f"[red]--{error.errors[0].field if error.errors else 'username'}[/]: {error.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    bound_to = f", {user.hospital}" if user.hospital else ""
+    console.print(f"created user [bold]{user.username}[/] ({user.role.value}{bound_to})")

@@ -1,0 +1,1 @@
+"""The service's plumbing: settings, security, database, access control, errors, audit."""

@@ -1,0 +1,131 @@
+"""RFC 9457 problem details for every error the API returns, each naming the field at fault.
+
+Validation errors from FastAPI/pydantic, the service's own `ProblemError`s and plain HTTP errors all leave
+as `application/problem+json` with the same shape (`api.models.common.Problem`); an unexpected exception
+becomes a 500 problem that reveals nothing of the request (it might hold a patient's features).
+"""
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.models.common import FieldError, Problem
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+LOCATIONS = {"body", "query", "path", "header", "cookie"}
+logger = logging.getLogger(__name__)
+
+
+class ProblemError(Exception):
+    """An error the service raises on purpose: a status, a human detail and, when one is at fault, the field."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        field: str | None = None,
+        location: str = "body",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = [FieldError(field=field, location=location, message=detail)] if field else []
+        self.headers = headers
+
+
+def field_errors(raw_errors: Sequence[Any], *, location: str = "body", prefix: str = "") -> list[FieldError]:
+    """pydantic's error list as field errors with dotted paths (`features.radius_mean`)."""
+    errors = []
+    for error in raw_errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        where = location
+        if loc and loc[0] in LOCATIONS:
+            where, loc = loc[0], loc[1:]
+        path = ".".join(part for part in [prefix, *loc] if part) or "(root)"
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        errors.append(FieldError(field=path, location=where, message=message))
+    return errors
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors or [],
+    )
+    return JSONResponse(
+        problem.model_dump(mode="json"), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def _summary(errors: list[FieldError]) -> str:
+    return "; ".join(f"{error.field}: {error.message}" for error in errors)
+
+
+def _validation_handler(access_check: Callable[[Request], None]) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        # FastAPI rejects an unparsable body before any dependency runs; the access matrix must still come first,
+        # so that nobody learns anything about a route they may not call.
+        try:
+            await run_in_threadpool(access_check, request)
+        except ProblemError as refusal:
+            return await _on_problem(request, refusal)
+        assert isinstance(exc, RequestValidationError)
+        errors = field_errors(exc.errors())
+        return problem_response(request, 422, _summary(errors), errors)
+
+    return on_validation_error
+
+
+async def _on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(request, exc.status, exc.detail, exc.errors, exc.headers)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # The exception's type and frames only: its message, like the request, could carry patient data.
+    route = request.scope.get("route")
+    logger.error(
+        "unhandled %s in route %s\n%s",
+        type(exc).__name__,
+        getattr(route, "name", "?"),
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+    return problem_response(request, 500, "The service failed on this request; it has been logged.")
+
+
+def install_problem_handlers(app: FastAPI, access_check: Callable[[Request], None]) -> None:
+    """Route every error through the problem renderers; `access_check` refuses before a validation error."""
+    app.add_exception_handler(RequestValidationError, _validation_handler(access_check))
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": HTTPStatus(status).phrase}
+    for status in (401, 403, 404, 422)
+}

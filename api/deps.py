@@ -1,0 +1,130 @@
+"""FastAPI dependencies: settings, database sessions, and the authorisation every route goes through."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import OAuth2PasswordBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from sqlmodel import Session
+
+from api.core.access import ACCESS_MATRIX
+from api.core.config import Settings
+from api.core.problems import ProblemError
+from api.core.security import user_id_from_token
+from api.models.user import User
+
+SESSION_COOKIE = "carefed_session"
+PAGE_TAG = "pages"
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/login/access-token", auto_error=False)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+class SignInRequired(ProblemError):
+    """No valid credentials: API routes answer 401, pages answer 401 with the sign-in form."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _is_page(request: Request) -> bool:
+    return PAGE_TAG in getattr(request.scope.get("route"), "tags", [])
+
+
+def _credentials(request: Request, bearer: str | None) -> str | None:
+    """The bearer token for API routes; pages (forms in a browser) use the session cookie instead."""
+    if bearer:
+        return bearer
+    if _is_page(request):
+        return request.cookies.get(SESSION_COOKIE)
+    return None
+
+
+def resolve_access(request: Request, session: Session, settings: Settings, bearer: str | None) -> User | None:
+    """Apply the access matrix to this request: the signed-in user, None on a public route, else refuse.
+
+    The user is left on `request.state` for the audit middleware, so a refused request is audited with
+    whoever tried it.
+    """
+    request.state.access_checked = True
+    route_name = getattr(request.scope.get("route"), "name", None)
+    access = ACCESS_MATRIX.get(route_name or "")
+    token = _credentials(request, bearer)
+    user = None
+    if token:
+        user_id = user_id_from_token(token, settings.jwt_secret)
+        user = session.get(User, user_id) if user_id is not None else None
+        if user is not None and not user.is_active:
+            user = None
+        request.state.user = user
+    if access is None:
+        raise ProblemError(403, f"route {route_name!r} is not in the access matrix; it is refused to everyone")
+    if access.public:
+        return user
+    if user is None:
+        raise SignInRequired("invalid or expired token" if token else "sign in first: send a valid bearer token")
+    if user.role not in access.roles:
+        allowed = ", ".join(sorted(role.value for role in access.roles))
+        raise ProblemError(403, f"role {user.role.value} may not call {route_name}; allowed: {allowed}")
+    return user
+
+
+def authorize(
+    request: Request, session: SessionDep, settings: SettingsDep, bearer: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User | None:
+    """The app-wide dependency: every route passes the access matrix before its handler runs."""
+    return resolve_access(request, session, settings, bearer)
+
+
+def check_access_before_validation(request: Request) -> None:
+    """The access check for a request whose input failed validation before `authorize` could run."""
+    if getattr(request.state, "access_checked", False):
+        return
+    scheme, bearer = get_authorization_scheme_param(request.headers.get("Authorization"))
+    with Session(request.app.state.engine) as session:
+        resolve_access(request, session, get_settings(request), bearer if scheme.lower() == "bearer" else None)
+
+
+def require_user(user: Annotated[User | None, Depends(authorize)]) -> User:
+    """The signed-in user of a non-public route (authorize has already refused everyone else)."""
+    if user is None:  # only reachable if a public route asks for a user
+        raise SignInRequired("sign in first")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(require_user)]
+OptionalUser = Annotated[User | None, Depends(authorize)]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    offset: int
+    limit: int
+
+
+def page_params(
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="How many items to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="How many items to return (at most max_page_size).")] = 50,
+) -> PageParams:
+    if limit > settings.max_page_size:
+        raise ProblemError(422, f"at most {settings.max_page_size}", field="limit", location="query")
+    return PageParams(offset=offset, limit=limit)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]

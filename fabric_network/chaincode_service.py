@@ -1,0 +1,214 @@
+"""CareFed's contracts as a Fabric chaincode service (CCaaS), with the Python shim's faults corrected.
+
+``fabric-chaincode-python`` 2.5.4 gives the contract API CareFed writes its contracts on, but its shim has four
+faults a consent ledger cannot live with (FABRIC.md §8; each is shown by a test in tests/fabric/test_shim.py
+that fails on the upstream shim and passes here):
+
+1. **Events are dropped.** ``fabric_shim/handler.py`` ``Handler.handle_stub_interaction`` builds the COMPLETED
+   message without ``chaincode_event``, so ``set_event`` never reaches the peer or the Gateway's
+   ChaincodeEvents. → :meth:`CareFedHandler.handle_stub_interaction` attaches the transaction's last event
+   (Fabric keeps one event per transaction).
+2. **A peer ERROR reply is taken as success.** ``Handler.__ask_peer_and_listen`` returns whatever message
+   answers a request, and ``handle_get_state`` returns its payload: the peer's error text becomes the value
+   of the key and the transaction reports 200. → :meth:`CareFedHandler._Handler__ask_peer_and_listen` raises
+   :class:`PeerRequestError` unless the reply is a RESPONSE, so the contract fails with the peer's message.
+3. **Payloads are logged.** Importing the package (``fabric_shim/logging.py``) sets the root logger to DEBUG,
+   and the shim logs every proposal, payload and ``put_state`` value at INFO on the ``asyncio`` logger.
+   → :data:`SHIM_PAYLOAD_FILTER` drops every record below WARNING that the shim's own files emit, at any
+   level the operator enables, and the root logger goes back to WARNING.
+4. **TLS settings are ignored.** ``fabric_shim/server.py`` ``start()`` passes ``key=None``/``cert=None``
+   explicitly, so ``CORE_TLS_CLIENT_KEY_PATH``/``..._CERT_PATH`` never apply and the server listens in
+   plaintext. → :func:`build_server` reads :class:`ChaincodeServerSettings` and serves TLS (mutual TLS when a
+   client CA is given). It also runs on ``asyncio.run`` (``get_event_loop()`` fails on Python 3.14).
+
+Why a subclass and not CareFed's own shim: every fault sits in one method (or one logger), and the upstream
+``ChaincodeStub`` (state, range and history iterators, composite keys, creator and timestamp decoding) is the
+larger and correct part; replacing it would duplicate ~500 lines to fix ~40. The price is one override of a
+name-mangled private method (fault 2), pinned by the ``fabric-chaincode-python==2.5.*`` requirement and by the
+tests, which fail loudly if upstream renames it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from fabric_chaincode_python.fabric_contract_api import ContractChaincode
+from fabric_chaincode_python.fabric_shim.handler import Handler
+from fabric_chaincode_python.fabric_shim.server import ChaincodeService
+from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
+from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SHIM_PACKAGE_DIR = str(Path(importlib.import_module("fabric_chaincode_python").__path__[0]))
+_log = logging.getLogger(__name__)
+
+Message = chaincode_shim_pb2.ChaincodeMessage
+INTERNAL_ERROR = 500
+# The CareFed contracts a chaincode service runs by default (``module:Class``).
+DEFAULT_CONTRACTS = (
+    "fabric_network.contracts:ConsentContract",
+    "fabric_network.contracts:LineageContract",
+    "fabric_network.contracts:AuditContract",
+    "fabric_network.contracts:PrivacyBudgetContract",
+)
+
+
+class PeerRequestError(RuntimeError):
+    """The peer answered a state request (GetState, PutState, …) with ERROR."""
+
+
+class _ShimPayloadFilter(logging.Filter):
+    """Drop the shim's own records below WARNING: they carry proposals, payloads and state values (PHI)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.pathname.startswith(_SHIM_PACKAGE_DIR)
+
+
+SHIM_PAYLOAD_FILTER = _ShimPayloadFilter()
+
+
+def quiet_shim_logging() -> None:
+    """Undo the shim's import-time logging: filter its payload records, put the root logger back to WARNING."""
+    shim_logger = logging.getLogger("asyncio")
+    if SHIM_PAYLOAD_FILTER not in shim_logger.filters:
+        shim_logger.addFilter(SHIM_PAYLOAD_FILTER)
+    root = logging.getLogger()
+    if root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+
+
+quiet_shim_logging()
+
+
+class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
+    """The upstream stream handler with faults 1 and 2 corrected (see the module docstring)."""
+
+    async def _Handler__ask_peer_and_listen(self, msg: Any, action: str) -> Any:
+        # Overrides the upstream private ``Handler.__ask_peer_and_listen``, the one place every state request
+        # passes through, so that an ERROR reply raises instead of being returned as data.
+        reply = await Handler._Handler__ask_peer_and_listen(self, msg, action)
+        if reply.type != Message.RESPONSE:
+            reason = reply.payload.decode("utf-8", errors="replace")
+            raise PeerRequestError(f"{action} failed on the peer: {reason}")
+        return reply
+
+    async def handle_stub_interaction(self, msg: Any, action: str = "Invoke") -> None:
+        """Run one transaction and answer COMPLETED with its response and its event (ERROR if it cannot run)."""
+        try:
+            stub = ChaincodeStub(
+                self, msg.channel_id, msg.txid, chaincode_pb2.ChaincodeInput.FromString(msg.payload), msg.proposal
+            )
+            run = self.chaincode.init if action.lower() == "init" else self.chaincode.invoke
+            response = await run(stub)
+        except Exception as exc:  # a malformed proposal: tell the peer rather than leave it waiting
+            await self.context.write(
+                Message(type=Message.ERROR, payload=str(exc).encode(), txid=msg.txid, channel_id=msg.channel_id)
+            )
+            return
+        if not response or not response.status:
+            response = proposal_response_pb2.Response(status=INTERNAL_ERROR, message="chaincode returned no status")
+        completed = Message(
+            type=Message.COMPLETED, payload=response.SerializeToString(), txid=msg.txid, channel_id=msg.channel_id
+        )
+        events = stub.get_events()
+        if events:
+            completed.chaincode_event.CopyFrom(events[-1])
+        await self.context.write(completed)
+
+
+class CareFedChaincodeService(ChaincodeService):  # type: ignore[misc]  # the shim is untyped
+    """The gRPC ``Chaincode`` service the peer dials, one :class:`CareFedHandler` per connection."""
+
+    async def Connect(self, request_iterator: AsyncIterable[Any], context: grpc.aio.ServicerContext) -> None:
+        await CareFedHandler(self._ccid, self._cc).chat_with_peer(request_iterator, context)
+
+
+class ChaincodeServerSettings(BaseSettings):
+    """Settings of one chaincode server, from the environment variables Fabric's CCaaS docs use."""
+
+    model_config = SettingsConfigDict(populate_by_name=True)
+
+    chaincode_id: str = Field(validation_alias=AliasChoices("chaincode_id", "CHAINCODE_ID"))
+    address: str = Field(validation_alias=AliasChoices("address", "CHAINCODE_SERVER_ADDRESS"))
+    tls_key_file: Path | None = Field(None, validation_alias=AliasChoices("tls_key_file", "CORE_TLS_CLIENT_KEY_PATH"))
+    tls_cert_file: Path | None = Field(
+        None, validation_alias=AliasChoices("tls_cert_file", "CORE_TLS_CLIENT_CERT_PATH")
+    )
+    client_ca_file: Path | None = Field(
+        None, validation_alias=AliasChoices("client_ca_file", "CORE_PEER_TLS_ROOTCERT_FILE")
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ChaincodeServerSettings:
+        if (self.tls_key_file is None) != (self.tls_cert_file is None):
+            raise ValueError(
+                "CORE_TLS_CLIENT_KEY_PATH and CORE_TLS_CLIENT_CERT_PATH must be set together (TLS key and cert)"
+            )
+        if self.client_ca_file is not None and self.tls_key_file is None:
+            raise ValueError("CORE_PEER_TLS_ROOTCERT_FILE (mutual TLS) needs CORE_TLS_CLIENT_KEY_PATH/CERT_PATH")
+        return self
+
+
+def build_server(chaincode: ContractChaincode, settings: ChaincodeServerSettings) -> tuple[grpc.aio.Server, int]:
+    """A gRPC server for ``chaincode`` on ``settings.address`` (TLS when configured); returns it and its port."""
+    server = grpc.aio.server()
+    chaincode_shim_pb2_grpc.add_ChaincodeServicer_to_server(
+        CareFedChaincodeService(settings.chaincode_id, chaincode), server
+    )
+    if settings.tls_key_file is None or settings.tls_cert_file is None:
+        port = server.add_insecure_port(settings.address)
+    else:
+        client_ca = settings.client_ca_file.read_bytes() if settings.client_ca_file else None
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+            root_certificates=client_ca,
+            require_client_auth=client_ca is not None,
+        )
+        port = server.add_secure_port(settings.address, credentials)
+    return server, port
+
+
+def load_contracts(specs: Sequence[str]) -> ContractChaincode:
+    """``module:Class`` specs → one ``ContractChaincode`` serving all of them."""
+    contracts = []
+    for spec in specs:
+        module_name, _, class_name = spec.partition(":")
+        contracts.append(getattr(importlib.import_module(module_name), class_name)())
+    return ContractChaincode.new_chaincode(*contracts)
+
+
+async def serve(chaincode: ContractChaincode, settings: ChaincodeServerSettings) -> None:
+    server, port = build_server(chaincode, settings)
+    await server.start()
+    _log.warning(
+        "chaincode %s serving on port %d (%s)",
+        settings.chaincode_id,
+        port,
+        "mutual TLS" if settings.client_ca_file else "TLS" if settings.tls_key_file else "plaintext",
+    )
+    try:
+        await server.wait_for_termination()
+    finally:
+        await server.stop(3)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m fabric_network.chaincode_service [--contract module:Class …]`` with settings from env."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--contract", action="append", help="module:Class of a contract (repeatable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = ChaincodeServerSettings()  # type: ignore[call-arg]  # fields come from the environment
+    asyncio.run(serve(load_contracts(args.contract or DEFAULT_CONTRACTS), settings))
+
+
+if __name__ == "__main__":
+    main()

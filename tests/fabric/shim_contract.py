@@ -1,0 +1,19 @@
+"""A two-transaction contract that exercises exactly the shim paths the faults live on (unit tests only)."""
+
+from fabric_chaincode_python.fabric_contract_api import Contract, TransactionContextInterface
+
+
+class ShimProbeContract(Contract):
+    """``record`` writes a key and emits an event; ``read`` returns a key's value."""
+
+    Name = "Probe"
+
+    async def record(self, ctx: TransactionContextInterface, key: str, value: str) -> str:
+        stub = ctx.get_stub()
+        await stub.put_state(key, value.encode())
+        stub.set_event("Recorded", key.encode())
+        return key
+
+    async def read(self, ctx: TransactionContextInterface, key: str) -> str:
+        value: bytes = await ctx.get_stub().get_state(key)
+        return value.decode()

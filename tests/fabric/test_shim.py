@@ -1,0 +1,230 @@
+"""The Python shim's faults (FABRIC.md §8), each shown on the upstream shim and fixed by CareFed's service.
+
+A fake peer speaks the real chaincode protocol over real gRPC to the chaincode server: it reads REGISTER,
+answers REGISTERED and READY, sends a signed TRANSACTION proposal and serves the state requests. Every test
+runs against the upstream server (``xfail(strict=True)``: it must fail there, so each fault stays proven) and
+against CareFed's (must pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from fabric_chaincode_python.fabric_contract_api import ContractChaincode
+from fabric_chaincode_python.fabric_shim import server as upstream_server
+from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
+
+from fabric_network import chaincode_service
+from fabric_network.chaincode_service import SHIM_PAYLOAD_FILTER, ChaincodeServerSettings, build_server
+from fabric_network.fabric_messages import new_proposal
+from fabric_network.identities import SigningIdentity
+from tests.fabric.pki import TestCA
+from tests.fabric.shim_contract import ShimProbeContract
+
+Message = chaincode_shim_pb2.ChaincodeMessage
+CHANNEL = "carefed"
+SECRET = "patient-secret-7f3a9c"  # an argument value that must never reach a log
+
+upstream_fault = pytest.mark.xfail(strict=True, reason="fault of the upstream fabric-chaincode-python shim")
+SERVERS = [pytest.param("upstream", marks=upstream_fault), "carefed"]
+
+
+@dataclass
+class FakePeer:
+    """The peer side of one chaincode stream: serves state from a dict, or answers ERROR when told to."""
+
+    state: dict[str, bytes] = field(default_factory=dict)
+    fail_requests_with: str | None = None
+    requests: list[int] = field(default_factory=list)
+
+    async def transact(self, address: str, args: list[str]) -> Message:
+        identity = _identity()
+        proposal = new_proposal(identity, CHANNEL, "carefed", [a.encode() for a in args])
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = chaincode_shim_pb2_grpc.ChaincodeStub(channel).Connect()
+            register = await call.read()
+            assert register.type == Message.REGISTER
+            await call.write(Message(type=Message.REGISTERED))
+            await call.write(Message(type=Message.READY))
+            await call.write(
+                Message(
+                    type=Message.TRANSACTION,
+                    txid=proposal.transaction_id,
+                    channel_id=CHANNEL,
+                    payload=chaincode_pb2.ChaincodeInput(args=[a.encode() for a in args]).SerializeToString(),
+                    proposal=proposal.signed,
+                )
+            )
+            while True:
+                message = await asyncio.wait_for(call.read(), timeout=10)
+                if message.type in (Message.COMPLETED, Message.ERROR):
+                    await call.done_writing()
+                    return message
+                await call.write(self._answer(message))
+
+    def _answer(self, request: Message) -> Message:
+        self.requests.append(request.type)
+        reply = Message(type=Message.RESPONSE, txid=request.txid, channel_id=request.channel_id)
+        if self.fail_requests_with is not None:
+            reply.type, reply.payload = Message.ERROR, self.fail_requests_with.encode()
+        elif request.type == Message.GET_STATE:
+            reply.payload = self.state.get(chaincode_shim_pb2.GetState.FromString(request.payload).key, b"")
+        elif request.type == Message.PUT_STATE:
+            put = chaincode_shim_pb2.PutState.FromString(request.payload)
+            self.state[put.key] = put.value
+        return reply
+
+
+_IDENTITY: list[SigningIdentity] = []
+
+
+def _identity() -> SigningIdentity:
+    if not _IDENTITY:
+        leaf = TestCA("hospital-a-ca").issue("user1")
+        _IDENTITY.append(SigningIdentity("HospitalAMSP", "User1@hospital-a", "client", leaf.cert_pem, leaf.key))
+    return _IDENTITY[0]
+
+
+def run_transaction(kind: str, peer: FakePeer, args: list[str]) -> Message:
+    """Serve the probe contract with the chosen server and run one transaction through the fake peer."""
+    chaincode = ContractChaincode.new_chaincode(ShimProbeContract())
+
+    async def scenario() -> Message:
+        port = _free_port()
+        address = f"127.0.0.1:{port}"
+        if kind == "upstream":
+            server = upstream_server._internal_server(ccid="probe:1", address=address, cc=chaincode)
+        else:
+            server, _ = build_server(chaincode, ChaincodeServerSettings(chaincode_id="probe:1", address=address))
+        await server.start()
+        try:
+            return await peer.transact(address, args)
+        finally:
+            await server.stop(None)
+
+    return asyncio.run(scenario())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _response(message: Message) -> proposal_response_pb2.Response:
+    assert message.type == Message.COMPLETED, message
+    return proposal_response_pb2.Response.FromString(message.payload)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_event_set_by_the_contract_reaches_the_peer(kind: str) -> None:
+    completed = run_transaction(kind, FakePeer(), ["Probe:record", "k1", "v1"])
+    assert _response(completed).status == 200
+    assert completed.chaincode_event.event_name == "Recorded"
+    assert completed.chaincode_event.payload == b"k1"
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_peer_error_reply_fails_the_transaction(kind: str) -> None:
+    peer = FakePeer(state={"k1": b"stored"}, fail_requests_with="ledger unavailable: disk I/O error")
+    response = _response(run_transaction(kind, peer, ["Probe:read", "k1"]))
+    assert peer.requests == [Message.GET_STATE]
+    assert response.status == 500, f"the peer's error came back as the value {response.payload!r}"
+    assert "ledger unavailable" in response.message
+
+
+def test_successful_reads_and_writes_still_work() -> None:
+    peer = FakePeer()
+    assert _response(run_transaction("carefed", peer, ["Probe:record", "k1", "v1"])).status == 200
+    assert peer.state == {"k1": b"v1"}
+    assert _response(run_transaction("carefed", peer, ["Probe:read", "k1"])).payload == b"v1"
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_no_argument_value_is_logged(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    shim_logger = logging.getLogger("asyncio")
+    if kind == "upstream":
+        shim_logger.removeFilter(SHIM_PAYLOAD_FILTER)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            completed = run_transaction(kind, FakePeer(), ["Probe:record", "k1", SECRET])
+            time.sleep(0.2)  # the shim logs through a queue listener thread
+    finally:
+        chaincode_service.quiet_shim_logging()
+    assert _response(completed).status == 200
+    leaked = [r.getMessage() for r in caplog.records if SECRET in r.getMessage()]
+    assert leaked == []
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else "server exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"chaincode server did not listen on {port}")
+
+
+def _tls_handshake(port: int, ca_file: Path) -> str:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return str(tls.version())
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            return f"no TLS: {exc}"
+
+
+STARTERS: dict[str, Callable[[], str]] = {
+    "upstream": lambda: (
+        "from fabric_chaincode_python.fabric_contract_api import ContractChaincode\n"
+        "from tests.fabric.shim_contract import ShimProbeContract\n"
+        "ContractChaincode.new_chaincode(ShimProbeContract()).start()\n"
+    ),
+    "carefed": lambda: (
+        "from fabric_network.chaincode_service import main\n"
+        "main(['--contract', 'tests.fabric.shim_contract:ShimProbeContract'])\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_tls_settings_from_the_environment_are_honoured(kind: str, tmp_path: Path) -> None:
+    ca = TestCA("chaincode-tls-ca")
+    key_path, cert_path = ca.write_leaf(tmp_path, "chaincode")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "CHAINCODE_ID": "probe:1",
+        "CHAINCODE_SERVER_ADDRESS": f"127.0.0.1:{port}",
+        "CORE_TLS_CLIENT_KEY_PATH": str(key_path),
+        "CORE_TLS_CLIENT_CERT_PATH": str(cert_path),
+    }
+    process = subprocess.Popen([sys.executable, "-c", STARTERS[kind]()], env=env, stderr=subprocess.PIPE)
+    try:
+        _wait_for_port(port, process)
+        assert _tls_handshake(port, tmp_path / "ca.pem") in ("TLSv1.2", "TLSv1.3")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_half_configured_tls_is_refused_naming_the_variables() -> None:
+    with pytest.raises(ValueError, match="CORE_TLS_CLIENT_KEY_PATH and CORE_TLS_CLIENT_CERT_PATH"):
+        ChaincodeServerSettings(chaincode_id="probe:1", address="127.0.0.1:0", tls_key_file=Path("/k.pem"))
