@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -81,7 +82,10 @@ def set_up_consortium(
     with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
         for hospital in hospitals:
             consortium.submit(
-                "PrivacyBudgetContract:set_budget_limit", msp_id_for(hospital.name), purpose, repr(hospital.epsilon_limit)
+                "PrivacyBudgetContract:set_budget_limit",
+                msp_id_for(hospital.name),
+                purpose,
+                repr(hospital.epsilon_limit),
             )
     for hospital in hospitals:
         node = NodeConfig(
@@ -135,13 +139,21 @@ class LocalConsortium:
         tls_material = ensure_superlink_tls(self.state_dir / "consortium" / "tls") if tls else None
         self.runtime = FlowerRuntime(self.state_dir / "flwr", tls=tls_material)
 
-    def start(self) -> None:
-        self.runtime.start_superlink()
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start each hospital's worker, the SuperLink and the SuperNodes; return when all are ready."""
+        workers = {
+            f"worker-{h}": self.runtime.spawn(
+                f"worker-{h}", [sys.executable, "-m", "hospital_node.worker", str(node_dir_for(self.state_dir, h))]
+            )
+            for h in self.hospitals
+        }
+        self.runtime.start_superlink(timeout_s)
         for hospital in self.hospitals:
             self.runtime.start_supernode(
                 hospital, {"hospital": hospital, "node-dir": str(node_dir_for(self.state_dir, hospital))}
             )
-        self.runtime.wait_for_supernodes()
+        self.runtime.wait_for_supernodes(timeout_s)
+        self.runtime.wait_for_log_line(workers, b"carefed node worker ready", timeout_s)
 
     def kill_supernode(self, hospital: str) -> None:
         """Simulate a hospital crashing mid-run (SIGKILL: no deregistration)."""

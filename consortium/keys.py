@@ -46,7 +46,9 @@ def ceremony_parameters(hospitals: int) -> Any:
     """
     from privacy.he import CKKSParameters
 
-    return CKKSParameters(poly_modulus_degree=4096, coeff_mod_bit_sizes=(40,), scale_bits=25, max_parties=max(16, hospitals))
+    return CKKSParameters(
+        poly_modulus_degree=4096, coeff_mod_bit_sizes=(40,), scale_bits=25, max_parties=max(16, hospitals)
+    )
 
 
 def run_ceremony(state_dir: Path, hospitals: list[str]) -> CeremonyResult:

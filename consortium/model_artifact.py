@@ -42,7 +42,9 @@ class ModelSpec:
             raise ValueError("model spec: at least one feature is needed")
         for feature in self.features:
             if not feature.max > feature.min:
-                raise ValueError(f"model spec: feature {feature.name!r} needs max > min, got [{feature.min}, {feature.max}]")
+                raise ValueError(
+                    f"model spec: feature {feature.name!r} needs max > min, got [{feature.min}, {feature.max}]"
+                )
 
     @property
     def feature_names(self) -> tuple[str, ...]:

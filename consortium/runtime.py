@@ -80,6 +80,7 @@ class FlowerRuntime:
     env_overrides: dict[str, str] = field(default_factory=dict)
     superlink_port: int = 0
     supernodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    others: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _superlink: subprocess.Popen[bytes] | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -110,11 +111,15 @@ class FlowerRuntime:
     def log_path(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start a process of this deployment (own session, output in `logs/<name>.log`); closed with the rest."""
         log = self.log_path(name).open("ab")
         self._logs.append(log)
         # A new session so a Ctrl-C in the terminal reaches us first and we shut the processes down in order.
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        if not name.startswith(("superlink", "supernode-")):
+            self.others[name] = process
+        return process
 
     def start_superlink(self, timeout_s: float = 60.0) -> str:
         """Start the SuperLink on a free port, wait for its health endpoint, write the CLI connection."""
@@ -138,7 +143,7 @@ class FlowerRuntime:
                 "--ssl-keyfile",
                 str(self.tls.server_key),
             ]
-        self._superlink = self._spawn("superlink", argv)
+        self._superlink = self.spawn("superlink", argv)
         self._write_connection()
         self._wait_healthy(timeout_s)
         return self.address
@@ -182,24 +187,31 @@ class FlowerRuntime:
             _node_config_arg(node_config),
         ]
         argv += ["--insecure"] if self.tls is None else ["--root-certificates", str(self.tls.ca_cert)]
-        self.supernodes[name] = self._spawn(f"supernode-{name}", argv)
+        self.supernodes[name] = self.spawn(f"supernode-{name}", argv)
 
-    def wait_for_supernodes(self, timeout_s: float = 60.0) -> None:
-        """Block until every SuperNode has registered (its log names its node ID) or fail naming the laggard."""
+    def wait_for_log_line(
+        self, processes: Mapping[str, subprocess.Popen[bytes]], marker: bytes, timeout_s: float
+    ) -> None:
+        """Block until each named process has written `marker` to its log, or fail naming the laggards."""
         deadline = time.monotonic() + timeout_s
-        pending = set(self.supernodes)
+        pending = set(processes)
         while pending and time.monotonic() < deadline:
             for name in sorted(pending):
-                process = self.supernodes[name]
-                if process.poll() is not None:
+                if processes[name].poll() is not None:
                     raise RuntimeFailure(
-                        f"SuperNode {name} exited with code {process.returncode}; see {self.log_path('supernode-' + name)}"
+                        f"{name} exited with code {processes[name].returncode}; see {self.log_path(name)}"
                     )
-                if b"SuperNode ID:" in self.log_path(f"supernode-{name}").read_bytes():
+                if marker in self.log_path(name).read_bytes():
                     pending.discard(name)
             time.sleep(0.3)
         if pending:
-            raise RuntimeFailure(f"SuperNodes not registered after {timeout_s:.0f} s: {', '.join(sorted(pending))}")
+            raise RuntimeFailure(f"not ready after {timeout_s:.0f} s: {', '.join(sorted(pending))}")
+
+    def wait_for_supernodes(self, timeout_s: float = 60.0) -> None:
+        """Block until every SuperNode has registered with the SuperLink (its log names its node ID)."""
+        self.wait_for_log_line(
+            {f"supernode-{name}": p for name, p in self.supernodes.items()}, b"SuperNode ID:", timeout_s
+        )
 
     def stop_supernode(self, name: str, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop one hospital's SuperNode (SIGKILL simulates a crash: the SuperLink only notices on heartbeat)."""
@@ -275,7 +287,11 @@ class FlowerRuntime:
 
     def close(self) -> None:
         """SIGTERM every process, give them time to deregister, then SIGKILL what is left; reap all."""
-        processes = [*self.supernodes.values(), *([self._superlink] if self._superlink else [])]
+        processes = [
+            *self.supernodes.values(),
+            *([self._superlink] if self._superlink else []),
+            *self.others.values(),
+        ]
         for process in processes:
             self._signal_group(process, signal.SIGTERM)
         for process in processes:

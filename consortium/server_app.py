@@ -353,7 +353,11 @@ class FederatedRun:
         except LedgerError as exc:
             self.events.append(f"model registration failed: {exc}")
             return
-        self.final = {"model_id": model_id, "sha256": last.model_sha256, "path": str(registry.path_of(last.model_sha256))}
+        self.final = {
+            "model_id": model_id,
+            "sha256": last.model_sha256,
+            "path": str(registry.path_of(last.model_sha256)),
+        }
 
     def _write_results(self) -> None:
         results = {

@@ -44,8 +44,12 @@ def ensure_superlink_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1",
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "CareFed consortium"),
-                         x509.NameAttribute(NameOID.COMMON_NAME, "CareFed SuperLink CA")])
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "CareFed consortium"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "CareFed SuperLink CA"),
+        ]
+    )
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)

@@ -378,7 +378,9 @@ def load_fhir_bundle(path: Path, schema: DataSchema) -> ValidationReport:
         column = _observation_column(obs)
         subject = obs.subject.reference if obs.subject is not None else None
         if subject not in patients:
-            row_problems.append(DataProblem(where, column or "*", f"subject {subject!r} is not a Patient in the bundle"))
+            row_problems.append(
+                DataProblem(where, column or "*", f"subject {subject!r} is not a Patient in the bundle")
+            )
             continue
         if column is None or column not in schema.columns or column == schema.mrn_column:
             row_problems.append(

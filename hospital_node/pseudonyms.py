@@ -34,9 +34,7 @@ class PseudonymTable:
             path.chmod(0o600)
         self._db.execute("PRAGMA secure_delete = ON")
         self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS pseudonyms (mrn TEXT PRIMARY KEY, pseudonym TEXT NOT NULL UNIQUE)"
-        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS pseudonyms (mrn TEXT PRIMARY KEY, pseudonym TEXT NOT NULL UNIQUE)")
         self._db.commit()
 
     def close(self) -> None:

@@ -209,7 +209,7 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
             result, _ = trainer.train(budget)
         except BudgetExceededError as exc:  # the ledger agreed a moment ago; only a concurrent charge gets here
             raise RoundDeclined(str(exc)) from exc
-        history.steps.append((plan.sample_rate, plan.steps))
+        history.record(plan)
         history.save(history_path)
     train_s = time.perf_counter() - started
     vector = parameters_to_vector(model)
@@ -224,7 +224,7 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
             "consent-snapshot-root": selection.snapshot_root,
             "consent-excluded": selection.excluded,
             "epsilon-round": plan.epsilon,
-            "epsilon-run": history.epsilon(),
+            "epsilon-run": history.epsilon_spent,
             "noise-multiplier": plan.noise_multiplier,
             "train-loss": result.mean_loss,
             "train-s": train_s,
@@ -232,6 +232,27 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
         }
     )
     return reply
+
+
+def train_round_reply(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
+    """`train_round`, with an expected refusal turned into a "declined" reply the aggregator records."""
+    try:
+        return train_round(node, request)
+    except RoundDeclined as exc:
+        return {"hospital": node.hospital, "status": STATUS_DECLINED, "reason": str(exc), "permanent": exc.permanent}
+
+
+def evaluate_final(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
+    """Decrypt the final model; report its hash and local AUC and return the artefact for the registry."""
+    vector = decode_global_model(node, request)
+    if vector is None:
+        raise ValueError("evaluate message without an aggregate")
+    artifact = ModelArtifact.from_vector(request.spec, request.run_id, request.round, vector)
+    try:
+        fields = {"status": STATUS_OK, **evaluate_global(node, request, vector, request.round)}
+    except RoundDeclined as exc:
+        fields = {"status": STATUS_DECLINED, "reason": str(exc)}
+    return {**fields, "hospital": node.hospital, "artifact": artifact.to_bytes()}
 
 
 def _charge_budget(ledger: Ledger, node: NodeConfig, request: RoundRequest, epsilon: float) -> Any:
