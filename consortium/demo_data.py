@@ -48,7 +48,8 @@ class DemoData:
 def _shares(count: int, rising: bool) -> np.ndarray:
     weights = np.arange(1, count + 1, dtype=float)
     weights = weights if rising else weights[::-1]
-    return weights / weights.sum()
+    shares: np.ndarray = weights / weights.sum()
+    return shares
 
 
 def _split(indices: np.ndarray, shares: np.ndarray) -> list[np.ndarray]:

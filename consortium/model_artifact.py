@@ -75,7 +75,8 @@ class ModelSpec:
         x = np.asarray(features, dtype=np.float64)
         lows = np.array([f.min for f in self.features])
         spans = np.array([f.max - f.min for f in self.features])
-        return ((x - lows) / spans).astype(np.float32)
+        scaled: npt.NDArray[np.float32] = ((x - lows) / spans).astype(np.float32)
+        return scaled
 
     def build(self) -> Any:
         """The initial network every hospital starts from (same seed → same weights everywhere)."""

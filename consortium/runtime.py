@@ -9,6 +9,7 @@ polling `flwr ls`, because `flwr run --stream` exits 0 even when the ServerApp c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -280,10 +281,8 @@ class FlowerRuntime:
     def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         """Signal the process and the app processes it spawned (its own session, started by us)."""
         if process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def close(self) -> None:
         """SIGTERM every process, give them time to deregister, then SIGKILL what is left; reap all."""

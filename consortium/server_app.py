@@ -293,7 +293,10 @@ class FederatedRun:
             log = RoundLog(round_number)
             asked = [n for n in sorted(self.grid.get_node_ids()) if n not in self.retired]
             if len(asked) < s.min_participants:
-                self.status = f"stopped before round {round_number}: {len(asked)} hospitals available, minimum {s.min_participants}"
+                self.status = (
+                    f"stopped before round {round_number}: {len(asked)} hospitals available, "
+                    f"minimum {s.min_participants}"
+                )
                 break
             replies = self._exchange(asked, MessageType.TRAIN, s.request(round_number, aggregate).to_config())
             usable = self._classify(log, asked, replies)
@@ -340,7 +343,8 @@ class FederatedRun:
         evaluations = [dict(r.content["result"]) for r in replies.values() if not r.has_error()]
         ok = [e for e in evaluations if e.get("status") == STATUS_OK]
         self._note_previous_model(ok)
-        artifacts = {hashlib.sha256(bytes(e["artifact"])).hexdigest(): bytes(e["artifact"]) for e in ok}
+        returned: list[bytes] = [a for e in ok if isinstance(a := e.get("artifact"), bytes)]
+        artifacts = {hashlib.sha256(a).hexdigest(): a for a in returned}
         if not artifacts or set(artifacts) != {last.model_sha256}:
             self.events.append(f"final model not published: hospitals returned artefacts {sorted(artifacts)}")
             return

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -174,7 +174,7 @@ class ValidationReport:
         return self.records
 
 
-def _parse_number(value: RawValue) -> float | None | str:
+def _parse_number(value: RawValue) -> float | str | None:
     """A finite float, None when missing, or the reason it is not a number."""
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
@@ -361,9 +361,11 @@ def load_fhir_bundle(path: Path, schema: DataSchema) -> ValidationReport:
     origins: dict[str, dict[str, str]] = {}
     row_problems: list[DataProblem] = []
     bad_patients: set[str] = set()
-    observations = []
+    observations: list[Any] = []
     for entry in bundle.entry or []:
-        resource = entry.resource
+        resource: Any = entry.resource
+        if resource is None:
+            continue
         kind = resource.get_resource_type()
         if kind == "Patient":
             pid = f"Patient/{resource.id}"
@@ -404,7 +406,12 @@ def load_fhir_bundle(path: Path, schema: DataSchema) -> ValidationReport:
         origins[subject][column] = where
     for pid, values in patients.items():
         before = len(collector.problems)
-        collector.add(pid, values, locate=lambda col, pid=pid: origins[pid].get(col, pid))
+        located = origins[pid]
+
+        def locate(column: str, pid: str = pid, located: dict[str, str] = located) -> str:
+            return located.get(column, pid)
+
+        collector.add(pid, values, locate=locate)
         if pid in bad_patients and len(collector.problems) == before:
             # Its record looked complete, but one of its Observations was rejected above: drop it too.
             collector.mrns.pop()

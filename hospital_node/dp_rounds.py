@@ -3,11 +3,11 @@
 A run of R rounds is one DP-SGD process seen in R slices: its noise multiplier is calibrated once, at the
 hospital's first round, so that all R rounds together spend the run's target ε (RDP composition over every
 step, far tighter than adding R per-round ε's). Each round then charges the ledger the *increase* of the run's
-ε caused by its steps — ε(history + this round) − ε(history) — computed before the round's first step, so a
-budget that cannot afford it refuses before anything trains. The noise history (σ, sample rate and steps of
-each round) is the accountant's memory; it lives in the node's state directory because the ClientApp is a fresh
-process for every round. If withdrawals shrink the cohort, later rounds' sample rate changes and the history
-records that exactly.
+ε caused by its steps — ε(history + this round) - ε(history) — computed before the round's first step, so a
+budget that cannot afford it refuses before anything trains. The noise history (noise multiplier, sample
+rate and steps of each round) is the accountant's memory; it lives in the node's state directory (the
+worker may restart between rounds). If withdrawals shrink the cohort, later rounds' sample rate changes and
+the history records that exactly.
 
 The accountant is Opacus' RDP analysis over a compact set of Rényi orders: any set of orders gives a valid
 (ε, δ) bound, and this one is within 1% of Opacus' default 150 orders on the demo's settings at a fifth of the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from privacy.dp import DPConfig, PrivacyConfigError, TrainingPlan, planned_sampling
@@ -93,7 +94,7 @@ def plan_round(
 ) -> tuple[TrainingPlan, RunNoiseHistory]:
     """The plan of this hospital's next round (noise, steps, ε to charge) and the history it continues.
 
-    `config.epochs` is the number of local epochs per round; the run's σ comes from planning all `rounds`
+    `config.epochs` is the number of local epochs per round; the run's noise multiplier comes from planning all `rounds`
     rounds at once with the cohort size of the hospital's first round.
     """
     sample_rate, steps = planned_sampling(config, n_records)
