@@ -176,18 +176,31 @@ class FlowerRuntime:
             time.sleep(0.3)
         raise RuntimeFailure(f"SuperLink not healthy after {timeout_s:.0f} s; see {self.log_path('superlink')}")
 
-    def start_supernode(self, name: str, node_config: Mapping[str, str | int | float | bool]) -> None:
-        """Start a hospital's SuperNode (its own local runtime port) connected to the SuperLink."""
+    def start_supernode(
+        self,
+        name: str,
+        node_config: Mapping[str, str | int | float | bool],
+        *,
+        superlink: str | None = None,
+        root_certificates: Path | None = None,
+    ) -> None:
+        """Start a hospital's SuperNode (its own local runtime port) connected to a SuperLink.
+
+        By default it connects to this deployment's SuperLink with its CA; a hospital's own node passes the
+        consortium's address and CA certificate (None = insecure, local experiments only).
+        """
+        address = superlink or self.address
+        ca = root_certificates if superlink else (self.tls.ca_cert if self.tls else None)
         argv = [
             _flower_binary("flower-supernode"),
             "--superlink",
-            self.address,
+            address,
             "--port",
             str(free_port()),
             "--node-config",
             _node_config_arg(node_config),
         ]
-        argv += ["--insecure"] if self.tls is None else ["--root-certificates", str(self.tls.ca_cert)]
+        argv += ["--insecure"] if ca is None else ["--root-certificates", str(ca)]
         self.supernodes[name] = self.spawn(f"supernode-{name}", argv)
 
     def wait_for_log_line(
@@ -263,17 +276,25 @@ class FlowerRuntime:
         self,
         run_id: int,
         timeout_s: float,
-        poll_s: float = 1.0,
+        poll_s: float = 0.5,
         on_poll: Callable[[], None] | None = None,
+        status_every_s: float = 5.0,
     ) -> RunOutcome:
-        """Poll `flwr ls` until the run is finished (completed, failed or stopped) or the timeout passes."""
+        """Wait until `flwr ls` reports the run finished (completed, failed or stopped) or the timeout passes.
+
+        `on_poll` (cheap: e.g. reading the ServerApp's results file) runs every `poll_s`; the `flwr` CLI, a
+        fresh Python process each time, only every `status_every_s`.
+        """
         deadline = time.monotonic() + timeout_s
+        next_status = time.monotonic() + status_every_s
         while time.monotonic() < deadline:
-            outcome = self.run_status(run_id)
-            if outcome.status.startswith(FINISHED_PREFIX):
-                return outcome
             if on_poll is not None:
                 on_poll()
+            if time.monotonic() >= next_status:
+                outcome = self.run_status(run_id)
+                if outcome.status.startswith(FINISHED_PREFIX):
+                    return outcome
+                next_status = time.monotonic() + status_every_s
             time.sleep(poll_s)
         raise RuntimeFailure(f"run {run_id} not finished after {timeout_s:.0f} s")
 

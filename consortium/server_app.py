@@ -338,7 +338,9 @@ class FederatedRun:
     def _finish(self, aggregate: bytes) -> None:
         """Ask the hospitals to decrypt and evaluate the final model; publish it in the registry and on the ledger."""
         last = self.rounds[-1]
-        asked = [n for n in sorted(self.grid.get_node_ids()) if n not in self.retired]
+        # The last round's participants: a node that just dropped out would only hold the run up to the deadline.
+        participants = {p["hospital"] for p in last.participants}
+        asked = [n for n in sorted(self.grid.get_node_ids()) if self.names.get(n) in participants]
         replies = self._exchange(asked, MessageType.EVALUATE, self.settings.request(last.round, aggregate).to_config())
         evaluations = [dict(r.content["result"]) for r in replies.values() if not r.has_error()]
         ok = [e for e in evaluations if e.get("status") == STATUS_OK]

@@ -181,7 +181,11 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
         reply.update(evaluate_global(node, request, previous, request.round - 1))
         load_parameters(model, previous)
     records = load_training_records(node, node.data, request.spec)
-    with open_node_ledger(node) as ledger, PseudonymTable(node.pseudonym_table) as table:
+    try:
+        ledger = open_node_ledger(node)
+    except (LedgerError, OSError, ValueError) as exc:
+        raise RoundDeclined(f"ledger unreachable ({exc}); consent state unknown, not training (fail closed)") from exc
+    with ledger, PseudonymTable(node.pseudonym_table) as table:
         reply["msp-id"] = ledger.msp_id
         try:
             selection = select_consented(
