@@ -9,7 +9,7 @@ the run's accountant, ledger budget charges, CKKS encryption) and `privacy.he.ag
 round, for ε = 1, 3, 8 (`--repeats` runs each, DP noise differs per run), and compares the final model's test
 AUC with centralised non-private logistic regression on the pooled training data.
 
-    python -m bench.round [--rounds 5] [--timing-rounds 3] [--repeats 3] [--json]
+    python -m bench.round [--rounds 3] [--timing-rounds 3] [--repeats 3] [--json]
 
 With --json the last line is one JSON object: `round_s_he`, `round_s_plain`, `he_round_ratio`, `auc_central`,
 `auc_federated_dp_eps3`, `auc_gap_eps3` and more.
@@ -99,7 +99,7 @@ def time_rounds(state: Path, data: DemoData, rounds: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each utility run (the demo's default)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each utility run (the demo's default)")
     parser.add_argument("--timing-rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="utility runs per ε (DP noise differs per run)")
     parser.add_argument("--skip-timing", action="store_true", help="utility table only (no Flower processes)")

@@ -57,7 +57,7 @@ def superlink(
 
 def demo(
     hospitals: Annotated[str, typer.Option("--hospitals", help="A count or comma-separated names.")] = "3",
-    rounds: Annotated[int, typer.Option("--rounds", min=2, help="Training rounds (≥ 2).")] = 5,
+    rounds: Annotated[int, typer.Option("--rounds", min=2, help="Training rounds (≥ 2).")] = 3,
     state_dir: StateDir = Path(".carefed"),
     out: Annotated[Path, typer.Option("--out", help="Where runs/<run-id>/ goes.")] = Path("runs"),
     backend: Annotated[str, typer.Option("--backend", help="Ledger backend: embedded or fabric.")] = "embedded",

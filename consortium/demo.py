@@ -158,7 +158,7 @@ def _mean(values: list[float]) -> float:
 
 def run_demo(
     hospitals: str = "3",
-    rounds: int = 5,
+    rounds: int = 3,
     state_dir: Path = Path(".carefed"),
     out: Path = Path("runs"),
     backend: str = "embedded",

@@ -268,5 +268,5 @@ def status(hospital: Hospital, state_dir: StateDir = Path(".carefed")) -> None:
         table.add_row("privacy budget", f"unreadable: {exc}")
     for history in sorted((node.node_dir / "dp").glob("*.json")):
         record = json.loads(history.read_text(encoding="utf-8"))
-        table.add_row(f"run {history.stem}", f"{len(record['steps'])} rounds, ε {record['epsilon_spent']:.3f}")
+        table.add_row(f"run {history.stem}", f"{len(record['slices'])} rounds, ε {record['epsilon_spent']:.3f}")
     Console().print(table)

@@ -204,7 +204,8 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
         cohort = selection.records
         history_path = node.dp_history(request.run_id)
         try:
-            plan, history = plan_round(config, len(cohort), request.rounds, RunNoiseHistory.load(history_path))
+            rounds_left = request.rounds - request.round + 1
+            plan, history = plan_round(config, len(cohort), rounds_left, RunNoiseHistory.load(history_path))
             trainer = PrivateTrainer(model, request.spec.scale(cohort.features), cohort.labels, config, plan=plan)
         except (PrivacyConfigError, TrainingDataError) as exc:
             raise RoundDeclined(f"cannot train under DP: {exc}") from exc
