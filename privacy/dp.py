@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -129,6 +130,7 @@ class TrainingResult:
     n_records: int
     accountant: Accountant
     grad_sample_mode: GradSampleMode
+    epoch_seconds: tuple[float, ...]
 
 
 def _check_delta(delta: float, n_records: int) -> None:
@@ -240,7 +242,7 @@ class PrivateTrainer:
         else:
             module, dp_optimizer, dp_loader = private
         try:
-            mean_loss = self._run_epochs(module, dp_optimizer, criterion, dp_loader)
+            mean_loss, epoch_seconds = self._run_epochs(module, dp_optimizer, criterion, dp_loader)
         finally:
             module.cleanup()
         epsilon = float(engine.get_epsilon(self.plan.delta))
@@ -254,13 +256,18 @@ class PrivateTrainer:
             n_records=self.plan.n_records,
             accountant=self.config.accountant,
             grad_sample_mode=self.config.grad_sample_mode,
+            epoch_seconds=epoch_seconds,
         )
         return result, budget.charge(epsilon, self.plan.delta)
 
-    def _run_epochs(self, module: nn.Module, optimizer: Any, criterion: Any, loader: DataLoader[Any]) -> float:
+    def _run_epochs(
+        self, module: nn.Module, optimizer: Any, criterion: Any, loader: DataLoader[Any]
+    ) -> tuple[float, tuple[float, ...]]:
         module.train()
         total_loss, total_records = 0.0, 0
+        epoch_seconds = []
         for _ in range(self.config.epochs):
+            started = time.perf_counter()
             for features, labels in loader:
                 optimizer.zero_grad()
                 # An empty Poisson batch still steps: it counts in the accounting and adds pure noise.
@@ -276,4 +283,5 @@ class PrivateTrainer:
                 if len(labels):
                     total_loss += float(loss.item()) * len(labels)
                     total_records += len(labels)
-        return total_loss / max(total_records, 1)
+            epoch_seconds.append(time.perf_counter() - started)
+        return total_loss / max(total_records, 1), tuple(epoch_seconds)
