@@ -34,7 +34,7 @@ def test_every_event_parses_and_passes_the_balp_checks(fhir_events: list[dict[st
         AuditEvent.model_validate(event)
         assert balp_problems(event) == [], event["id"]
     profiles = Counter(p.removeprefix(BALP) for e in fhir_events for p in e.get("meta", {}).get("profile", []))
-    assert {"PatientRead", "PatientQuery"} <= set(profiles), profiles
+    assert {"PatientRead", "PatientQuery", "AuthZconsent"} <= set(profiles), profiles
     logins = [e for e in fhir_events if e["type"]["code"] == "110114"]
     assert {e["subtype"][0]["code"] for e in logins} == {"110122", "110123"}
 
