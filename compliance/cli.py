@@ -236,9 +236,8 @@ def lineage(
     role: Role = "admin",
 ) -> None:
     """A model version's lineage as W3C PROV (PROV-N, PROV-JSON) and a FHIR Provenance."""
-    from fabric_network.ledger import ContractRejected
-
     from compliance.lineage import lineage_fhir_provenance, lineage_prov, prov_round_trip_equal
+    from fabric_network.ledger import ContractRejected
 
     with _open(state_dir, org, role) as ledger:
         try:

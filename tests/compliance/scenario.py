@@ -11,9 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fabric_network.ledger import Ledger, open_ledger
-
 from fabric_network.identities import init_identities
+from fabric_network.ledger import Ledger, open_ledger
 
 PURPOSE = "HRESCH"
 RUN_ID = "run-demo-1"
