@@ -28,6 +28,8 @@ from fabric_chaincode_python.fabric_contract_api import (  # noqa: E402  (must f
     ContractChaincode,
     TransactionContextInterface,
 )
+from fabric_chaincode_python.fabric_shim.handler import Handler  # noqa: E402
+from fabric_chaincode_python.fabric_shim.server import ChaincodeService  # noqa: E402
 from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub  # noqa: E402
 
 
@@ -58,4 +60,11 @@ def _quiet_library_logging() -> None:
 
 _quiet_library_logging()
 
-__all__ = ["ChaincodeStub", "Contract", "ContractChaincode", "TransactionContextInterface"]
+__all__ = [
+    "ChaincodeService",
+    "ChaincodeStub",
+    "Contract",
+    "ContractChaincode",
+    "Handler",
+    "TransactionContextInterface",
+]
