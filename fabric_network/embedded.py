@@ -425,12 +425,12 @@ class EmbeddedLedger(Ledger):
             timestamp=stamp,
         )
 
-    def _execute(self, call: Call, tx: str, nonce: bytes) -> _Executed | ContractRejected:
+    async def _execute(self, call: Call, tx: str, nonce: bytes) -> _Executed | ContractRejected:
         """Simulate one transaction against the state as of now (inside the open block's SQL transaction)."""
         args = [encode_argument(a) for a in call.args]
         stamp = _now_timestamp()
         stub = self._stub(tx, call.function, args, stamp)
-        response = self._loop.run_until_complete(self._chaincode.invoke(stub))
+        response = await self._chaincode.invoke(stub)
         if response.status != 200:
             return ContractRejected(f"{call.function}: {response.message}")
         proposal = canonical(
@@ -467,32 +467,11 @@ class EmbeddedLedger(Ledger):
         """Execute ``calls`` in order and commit the accepted ones as one block, durably, under the write lock."""
         with self._lock:
             self._check_open()
-            outcomes: list[TxResult | LedgerError | _Executed] = []
-            executed: list[_Executed] = []
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 number, previous = self._head()
-                in_block: set[str] = set()
-                for call in calls:
-                    if call.function in self._evaluate_only:
-                        outcomes.append(LedgerError(f"{call.function}: is read-only; use evaluate"))
-                        continue
-                    try:
-                        nonce = transaction_nonce(call.idempotency_key)
-                    except LedgerError as exc:
-                        outcomes.append(exc)
-                        continue
-                    tx = transaction_id(nonce, self._serialized_creator)
-                    prior = self._committed(tx)
-                    if prior is not None or tx in in_block:
-                        outcomes.append(prior or LedgerError("idempotency_key: repeated within one batch"))
-                        continue
-                    done = self._execute(call, tx, nonce)
-                    if isinstance(done, _Executed):
-                        self._apply(done, number, len(executed))
-                        executed.append(done)
-                        in_block.add(tx)
-                    outcomes.append(done)
+                # One event-loop pass for the whole block: a pass per transaction costs ~250 µs.
+                outcomes, executed = self._loop.run_until_complete(self._execute_block(calls, number))
                 if executed:
                     self._append_block(number, previous, executed)
                 self._db.execute("COMMIT")
@@ -500,6 +479,35 @@ class EmbeddedLedger(Ledger):
                 self._db.execute("ROLLBACK")
                 raise
         return [TxResult(o.tx_id, number, o.payload) if isinstance(o, _Executed) else o for o in outcomes]
+
+    async def _execute_block(
+        self, calls: Sequence[Call], number: int
+    ) -> tuple[list[TxResult | LedgerError | _Executed], list[_Executed]]:
+        """Run each call against the state left by the ones before it; apply the accepted ones' writes."""
+        outcomes: list[TxResult | LedgerError | _Executed] = []
+        executed: list[_Executed] = []
+        in_block: set[str] = set()
+        for call in calls:
+            if call.function in self._evaluate_only:
+                outcomes.append(LedgerError(f"{call.function}: is read-only; use evaluate"))
+                continue
+            try:
+                nonce = transaction_nonce(call.idempotency_key)
+            except LedgerError as exc:
+                outcomes.append(exc)
+                continue
+            tx = transaction_id(nonce, self._serialized_creator)
+            prior = self._committed(tx)
+            if prior is not None or tx in in_block:
+                outcomes.append(prior or LedgerError("idempotency_key: repeated within one batch"))
+                continue
+            done = await self._execute(call, tx, nonce)
+            if isinstance(done, _Executed):
+                self._apply(done, number, len(executed))
+                executed.append(done)
+                in_block.add(tx)
+            outcomes.append(done)
+        return outcomes, executed
 
     def _committed(self, tx: str) -> TxResult | None:
         row = self._db.execute("SELECT block_number, result FROM transactions WHERE tx_id = ?", (tx,)).fetchone()
