@@ -64,6 +64,7 @@ from fabric_network.ledger import (
     LedgerSettings,
     TxResult,
     VerifyReport,
+    decode_result,
     encode_argument,
     serialized_identity,
     transaction_id,
@@ -264,16 +265,6 @@ def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
     raise LedgerError("a contract waited on real I/O; the embedded ledger runs contracts synchronously")
 
 
-def _parse_payload(payload: bytes) -> Any:
-    if not payload:
-        return None
-    text = payload.decode()
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 class EmbeddedLedger(Ledger):
     """The in-process ledger; see the module docstring. Thread-safe (one lock per instance)."""
 
@@ -332,7 +323,7 @@ class EmbeddedLedger(Ledger):
             response = run_to_completion(self._chaincode.invoke(stub))
         if response.status != 200:
             raise ContractRejected(f"{function}: {response.message}")
-        return _parse_payload(response.payload)
+        return decode_result(response.payload)
 
     def events(self, from_block: int = 0, *, follow: bool = False, poll_s: float = 0.2) -> Iterator[LedgerEvent]:
         if from_block < 0:
@@ -426,7 +417,7 @@ class EmbeddedLedger(Ledger):
                 "tx_index": index,
                 "tx_id": tx,
                 "timestamp": stamp,
-                "value": None if value is None else _parse_payload(bytes(value)),
+                "value": None if value is None else decode_result(bytes(value)),
             }
             for block, index, tx, stamp, value in rows
         ]
@@ -482,7 +473,7 @@ class EmbeddedLedger(Ledger):
             proposal=proposal,
             signature=self._identity.sign(proposal),
             result=result,
-            payload=_parse_payload(bytes(response.payload)),
+            payload=decode_result(bytes(response.payload)),
             writes=stub.writes,
             timestamp=timestamp_text(stamp),
         )
@@ -536,7 +527,7 @@ class EmbeddedLedger(Ledger):
         row = self._db.execute("SELECT block_number, result FROM transactions WHERE tx_id = ?", (tx,)).fetchone()
         if row is None:
             return None
-        payload = _parse_payload(unb64(json.loads(row[1])["payload"]))
+        payload = decode_result(unb64(json.loads(row[1])["payload"]))
         return TxResult(tx, int(row[0]), payload, duplicate=True)
 
     def _head(self) -> tuple[int, str]:
