@@ -17,8 +17,8 @@ from rich.console import Console
 
 audit_app = typer.Typer(help="Export and verify the audit trail.", no_args_is_help=True)
 report_app = typer.Typer(help="Regulators' reports from the ledger.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # long hashes and paths stay on one line (and greppable)
+errors = Console(stderr=True, soft_wrap=True)
 
 StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory (ledger and identities).")]
 Org = Annotated[str, typer.Option("--org", help="Organisation whose identity reads the ledger (and signs).")]
@@ -236,9 +236,8 @@ def lineage(
     role: Role = "admin",
 ) -> None:
     """A model version's lineage as W3C PROV (PROV-N, PROV-JSON) and a FHIR Provenance."""
-    from fabric_network.ledger import ContractRejected
-
     from compliance.lineage import lineage_fhir_provenance, lineage_prov, prov_round_trip_equal
+    from fabric_network.ledger import ContractRejected
 
     with _open(state_dir, org, role) as ledger:
         try:

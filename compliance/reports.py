@@ -18,10 +18,9 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from fabric_network.ledger import ContractRejected, Ledger
-
 from compliance.records import EventKind
 from compliance.trail import kind_of_action, ledger_events, query_all_audit_events
+from fabric_network.ledger import ContractRejected, Ledger
 
 Report = dict[str, Any]
 LOOK_BACK_YEARS = 6

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fabric_network.identities import DOMAIN_SUFFIX
+
 # Pattern identifiers (Safe Harbor (B) dates are matched as the known dates of birth, not as any date: every
 # ledger transaction carries a timestamp, which is not a date related to an individual).
 PATTERNS: dict[str, re.Pattern[str]] = {
@@ -70,12 +72,22 @@ class KnownIdentifiers:
         return patterns
 
 
+def _is_consortium_identity(kind: str, value: str) -> bool:
+    """Fabric identity names (``Admin@hospital-a.carefed.local``) look like e-mail addresses but name the
+    consortium's own organisations and services, not a person."""
+    return kind == "e-mail address" and value.lower().endswith("." + DOMAIN_SUFFIX)
+
+
 def scan(targets: Iterable[Path], known: KnownIdentifiers) -> list[Hit]:
-    """Every identifier hit in the files (and directory trees) given, oldest file order, byte offsets."""
+    """Every identifier hit in the files (and directory trees) given, in path order, with byte offsets."""
     patterns = {**known.patterns(), **PATTERNS}
     hits: list[Hit] = []
     for path in _files(targets):
         text = path.read_bytes().decode("latin-1")  # one char per byte: offsets are byte offsets, nothing fails
         for kind, pattern in patterns.items():
-            hits.extend(Hit(path, m.start(), kind, _mask(m.group())) for m in pattern.finditer(text))
+            hits.extend(
+                Hit(path, m.start(), kind, _mask(m.group()))
+                for m in pattern.finditer(text)
+                if not _is_consortium_identity(kind, m.group())
+            )
     return hits

@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fabric_network.ledger import Ledger, LedgerEvent
-
 from compliance.records import AuditRecord, EventKind, Outcome
+from fabric_network.ledger import Ledger, LedgerEvent
 
 _DISCLOSURE_VERBS = {"predict", "export", "disclose", "download", "share"}
 _REST_VERBS = {

@@ -11,9 +11,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fabric_network.ledger import Ledger, open_ledger
-
 from fabric_network.identities import init_identities
+from fabric_network.ledger import Ledger, open_ledger
 
 PURPOSE = "HRESCH"
 RUN_ID = "run-demo-1"
@@ -59,7 +58,9 @@ def _round(consortium: Ledger, hospitals: dict[str, Ledger], number: int) -> Non
     )
 
 
-def build_scenario(state_dir: Path) -> Scenario:
+def build_scenario(state_dir: Path, hospital_a_patients: list[str] | None = None) -> Scenario:
+    """The scenario; `hospital_a_patients` replaces hospital-a's four made-up pseudonyms (e.g. by pseudonyms
+    drawn by a real node's pseudonym table)."""
     init_identities(state_dir, list(HOSPITALS))
     scenario = Scenario(state_dir)
     with (
@@ -70,7 +71,8 @@ def build_scenario(state_dir: Path) -> Scenario:
         hospitals = {"hospital-a": hospital_a, "hospital-b": hospital_b}
         for name, ledger in hospitals.items():
             consortium.submit("PrivacyBudgetContract:set_budget_limit", HOSPITALS[name], PURPOSE, "10")
-            scenario.patients[name] = [digest(f"{name} patient {i}") for i in range(4 if name == "hospital-a" else 3)]
+            made_up = [digest(f"{name} patient {i}") for i in range(4 if name == "hospital-a" else 3)]
+            scenario.patients[name] = (hospital_a_patients if name == "hospital-a" else None) or made_up
             for pseudonym in scenario.patients[name]:
                 ledger.submit(
                     "ConsentContract:record_consent", pseudonym, PURPOSE, "research", "2020-01-01T00:00:00Z", ""
