@@ -173,6 +173,15 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
         "Policies": _org_policies(orderer.msp_id, "member"),
         "OrdererEndpoints": [f"{LOCALHOST}:{ports.orderer}"],
     }
+    # The consortium org submits too (runs, budgets, audit): it is an application org without a peer.
+    consortium_policies = _org_policies(orderer.msp_id, "member")
+    consortium_policies["Endorsement"] = {"Type": "Signature", "Rule": f"OR('{orderer.msp_id}.peer')"}
+    consortium_app_org = {
+        "Name": orderer.msp_id,
+        "ID": orderer.msp_id,
+        "MSPDir": orderer.msp_dir,
+        "Policies": consortium_policies,
+    }
     hospital_orgs = []
     for index, hospital in enumerate(consortium.hospitals):
         policies = _org_policies(hospital.msp_id, "member")
@@ -222,7 +231,7 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
             "Capabilities": {"V2_0": True},
         },
         "Application": {
-            "Organizations": hospital_orgs,
+            "Organizations": [*hospital_orgs, consortium_app_org],
             "Policies": {
                 "Readers": implicit("ANY Readers"),
                 "Writers": implicit("ANY Writers"),
@@ -511,9 +520,13 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
 
 
 def connect(
-    state_dir: Path, hospital: str | None = None, role: Literal["client", "admin", "node"] = "client"
+    state_dir: Path,
+    hospital: str | None = None,
+    role: Literal["client", "admin", "node"] = "client",
+    identity_org: str | None = None,
 ) -> FabricGateway:
-    """A Gateway client for a hospital's identity (the first hospital by default) on that hospital's peer."""
+    """A Gateway client on a hospital's peer (the first hospital by default), signing as that hospital's
+    identity in ``role`` — or as ``identity_org``'s (e.g. the consortium org, which has no peer of its own)."""
     from fabric_network.identities import identity_for
 
     layout = Layout.of(state_dir)
@@ -530,7 +543,7 @@ def connect(
         channel=CHANNEL,
         chaincode=CHAINCODE,
     )
-    return FabricGateway(connection, identity_for(consortium, org.name, role))
+    return FabricGateway(connection, identity_for(consortium, identity_org or org.name, role))
 
 
 def wait_for_gateway_read(state_dir: Path, timeout_s: float = 120.0) -> None:

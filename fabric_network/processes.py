@@ -119,6 +119,10 @@ class Supervisor:
                 time.sleep(0.1)
             if self.is_running(record):
                 os.kill(record.pid, signal.SIGKILL)
+            # A thread-group leader turns zombie while its other threads still exit and hold its sockets:
+            # stopped means its port is free again.
+            while port_open(record.port) and time.monotonic() < deadline + grace_s:
+                time.sleep(0.05)
             stopped = True
         self._pid_file(name).unlink()
         return stopped
