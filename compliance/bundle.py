@@ -399,9 +399,9 @@ def _consistency_problems(
     if not earlier.ok:
         return [f"--previous {previous} does not verify: {p}" for p in earlier.problems]
     old = _load_manifest(previous)
-    for key in ("format",):
-        if old.get(key) != manifest.get(key):
-            return [f"--previous {previous}: format {old.get(key)} differs from {manifest.get(key)}; export both alike"]
+    if old.get("format") != manifest.get("format"):
+        older, newer = old.get("format"), manifest.get("format")
+        return [f"--previous {previous}: format {older} differs from {newer}; export both in one format"]
     old_filters, new_filters = dict(old.get("filters", {})), dict(manifest.get("filters", {}))
     for key in ("from", "actor"):
         if old_filters.get(key) != new_filters.get(key):

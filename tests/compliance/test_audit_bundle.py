@@ -166,3 +166,12 @@ def test_consistency_between_successive_exports(
     assert verify_bundle(forged, consortium_cas).ok  # self-consistent on its own ...
     problems = verify_bundle(forged, consortium_cas, previous=older).problems  # ... but not with the past
     assert any(f"event {victim.event_id} (position 2) differs from the earlier export" in p for p in problems), problems
+
+
+def test_consistency_needs_both_exports_in_one_format(
+    tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity, consortium_cas: list[x509.Certificate]
+) -> None:
+    older = _export(audit_records[:9], ExportFormat.JSONL, tmp_path / "older", exporter)
+    newer = _export(audit_records, ExportFormat.CSV, tmp_path / "newer", exporter)
+    problems = verify_bundle(newer, consortium_cas, previous=older).problems
+    assert problems == [f"--previous {older}: format jsonl differs from csv; export both in one format"]
