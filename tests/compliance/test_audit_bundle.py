@@ -138,6 +138,14 @@ def test_swapped_manifest_is_named(
     assert any("the manifest was swapped" in p for p in problems), problems
 
 
+def test_an_added_file_is_named(bundle: tuple[Path, ExportFormat], consortium_cas: list[x509.Certificate]) -> None:
+    directory, _ = bundle
+    (directory / "events-extra.csv").write_text("event_id\nforged\n")
+    assert verify_bundle(directory, consortium_cas).problems == [
+        "events-extra.csv was added: it is not part of the signed export"
+    ]
+
+
 def test_a_signature_from_outside_the_consortium_fails(
     bundle: tuple[Path, ExportFormat], outsider_cas: list[x509.Certificate]
 ) -> None:
