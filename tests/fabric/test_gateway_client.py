@@ -19,6 +19,7 @@ from fabric_protos.common import common_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 from fabric_protos.msp import identities_pb2
 from fabric_protos.peer import (
+    chaincode_event_pb2,
     chaincode_pb2,
     proposal_pb2,
     proposal_response_pb2,
@@ -124,6 +125,15 @@ class FakeGateway(gateway_pb2_grpc.GatewayServicer):
         result = self.commit_results.pop(0) if self.commit_results else gateway.VALID
         return gateway_pb2.CommitStatusResponse(result=result, block_number=7)
 
+    def ChaincodeEvents(self, request, context):
+        inner = gateway_pb2.ChaincodeEventsRequest.FromString(request.request)
+        verify(inner.identity, request.signature, request.request)
+        assert (inner.channel_id, inner.chaincode_id) == ("carefed", "carefed")
+        start = inner.start_position.specified.number
+        for block in range(start, start + 2):
+            event = chaincode_event_pb2.ChaincodeEvent(tx_id=f"tx{block}", event_name="Recorded", payload=b"{}")
+            yield gateway_pb2.ChaincodeEventsResponse(events=[event], block_number=block)
+
 
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeGateway, FabricGateway]]:
@@ -194,3 +204,12 @@ def test_unreachable_gateway_is_a_clear_error() -> None:
     with pytest.raises(gateway.GatewayUnavailable, match="evaluate Consent:read"):
         client.evaluate("Consent:read", ["a1"])
     client.close()
+
+
+def test_chaincode_events_are_requested_signed_from_the_given_block(fake: tuple[FakeGateway, FabricGateway]) -> None:
+    _, client = fake
+    events = list(client.events(start_block=5, timeout_s=5))
+    assert [(e.block_number, e.transaction_id, e.name) for e in events] == [
+        (5, "tx5", "Recorded"),
+        (6, "tx6", "Recorded"),
+    ]
