@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from cryptography import x509
-from scenario import Scenario, build_scenario
 
 from compliance.records import AuditRecord
 from compliance.signing import consortium_ca_certificates
 from compliance.trail import audit_trail
 from fabric_network.identities import SigningIdentity, identity_for, init_identities, load_consortium
+from tests.compliance.scenario import Scenario, build_scenario
 
 
 @pytest.fixture(scope="session")

@@ -154,3 +154,8 @@ def test_a_taken_port_is_refused_before_starting(tmp_path: Path) -> None:
             supervisor.start("second", [sys.executable, "-c", "pass"], env, port)
     finally:
         supervisor.stop("first")
+
+
+def test_a_free_base_port_has_its_whole_block_free() -> None:
+    base = network.find_free_base_port(2)
+    assert not any(port_open(p) for p in PortPlan(base, 2).all_ports())
