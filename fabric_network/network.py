@@ -450,6 +450,11 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
             f"--base-port {base_port}: this network was created on base port {previous.base_port}; "
             "its channel configuration names those ports (omit --base-port, or use a new --state-dir)"
         )
+    if len(names) < 2:
+        raise NetworkError(
+            f"--hospitals: a Fabric consortium needs at least 2 hospitals (the identities in {state_dir} have "
+            f"{len(names)}); the majority endorsement policy and chaincode approval assume it"
+        )
     ports = PortPlan(previous.base_port if previous else base_port or DEFAULT_BASE_PORT, len(names))
     ports.validate()
     supervisor = layout.supervisor()
