@@ -55,6 +55,11 @@ class PeerRequestError(RuntimeError):
     """The peer answered a state request (GetState, PutState, …) with ERROR."""
 
 
+def _drop_per_message_noise(record: logging.LogRecord) -> bool:
+    """Upstream ``Handler.handle_message`` warns "-->> Look out!" on every message from the peer: noise only."""
+    return record.getMessage() != "-->> Look out!"
+
+
 class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
     """The upstream stream handler with faults 1 and 2 corrected (see the module docstring)."""
 
@@ -179,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)  # whatever imported the library first, this process logs WARNING+
+    logging.getLogger("asyncio").addFilter(_drop_per_message_noise)
     settings = ChaincodeServerSettings()  # type: ignore[call-arg]  # fields come from the environment
     asyncio.run(serve(load_contracts(args.contract or ()), settings))
 

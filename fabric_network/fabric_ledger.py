@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ QSCC = "qscc"
 TRANSACTIONS_FILTER = common_pb2.BlockMetadataIndex.Value("TRANSACTIONS_FILTER")
 ENDORSER_TRANSACTION = common_pb2.HeaderType.Value("ENDORSER_TRANSACTION")
 MAX_CONCURRENT_SUBMITS = 64
+# Validation codes after which an idempotent submission is tried again under its next id.
+RETRIED_CODES = {
+    transaction_pb2.TxValidationCode.Value("MVCC_READ_CONFLICT"),
+    transaction_pb2.TxValidationCode.Value("PHANTOM_READ_CONFLICT"),
+}
 
 
 def _timestamp_text(seconds: int, nanos: int) -> str:
@@ -87,6 +93,19 @@ def _chaincode_event(raw: bytes) -> Any:
     return chaincode_event_pb2.ChaincodeEvent.FromString(raw)
 
 
+@contextmanager
+def _as_ledger_errors(function: str) -> Iterator[None]:
+    """Gateway errors → the interface's: the contract's refusal, unavailability, anything else."""
+    try:
+        yield
+    except gw.ContractRejected as exc:
+        raise ContractRejected(f"{function}: {exc}") from None
+    except gw.GatewayUnavailable as exc:
+        raise LedgerUnavailable(str(exc)) from exc
+    except gw.FabricError as exc:
+        raise LedgerError(str(exc)) from exc
+
+
 class FabricLedger(Ledger):
     """One identity's view of the channel through its organisation's gateway peer."""
 
@@ -99,18 +118,32 @@ class FabricLedger(Ledger):
         return self._gateway.identity.msp_id
 
     def submit(self, function: str, *args: Any, idempotency_key: str | None = None) -> TxResult:
-        nonce = transaction_nonce(idempotency_key) if idempotency_key is not None else None
-        try:
-            committed = self._gateway.submit(function, [encode_argument(a) for a in args], nonce=nonce)
-        except gw.DuplicateTransaction as duplicate:
-            return self._committed(duplicate.transaction_id)
-        except gw.ContractRejected as exc:
-            raise ContractRejected(f"{function}: {exc}") from None
-        except gw.GatewayUnavailable as exc:
-            raise LedgerUnavailable(str(exc)) from exc
-        except gw.FabricError as exc:
-            raise LedgerError(str(exc)) from exc
+        encoded = [encode_argument(a) for a in args]
+        with _as_ledger_errors(function):
+            if idempotency_key is None:
+                committed = self._gateway.submit(function, encoded)
+            else:
+                return self._submit_once_only(function, encoded, idempotency_key)
         return TxResult(committed.transaction_id, committed.block_number, decode_result(committed.payload))
+
+    def _submit_once_only(self, function: str, args: list[str], key: str) -> TxResult:
+        """Exactly-once under an idempotency key. Attempt *n* uses the nonce of ``key`` (n = 0) or ``key#n``:
+        Fabric records MVCC-invalidated transactions too, so a retry needs a new id — and a repeated
+        submission walks the same ids, finding the valid one instead of committing again."""
+        for attempt in range(self._gateway.mvcc_retries + 1):
+            nonce = transaction_nonce(key if attempt == 0 else f"{key}#{attempt}")
+            try:
+                committed = self._gateway.submit_once(function, args, nonce=nonce)
+            except gw.DuplicateTransaction as duplicate:
+                processed = self._processed(duplicate.transaction_id)
+                if processed.validationCode in RETRIED_CODES:
+                    continue
+                return self._committed(duplicate.transaction_id, processed)
+            except gw.MVCCConflict:
+                self._gateway.backoff(attempt)
+                continue
+            return TxResult(committed.transaction_id, committed.block_number, decode_result(committed.payload))
+        raise gw.MVCCConflict(f"{function}: every attempt under idempotency_key {key!r} hit a read conflict")
 
     def submit_batch(self, calls: Sequence[Call]) -> list[TxResult | LedgerError]:
         def one(call: Call) -> TxResult | LedgerError:
@@ -125,14 +158,8 @@ class FabricLedger(Ledger):
             return list(pool.map(one, calls))
 
     def evaluate(self, function: str, *args: Any) -> Any:
-        try:
+        with _as_ledger_errors(function):
             return decode_result(self._gateway.evaluate(function, [encode_argument(a) for a in args]))
-        except gw.ContractRejected as exc:
-            raise ContractRejected(f"{function}: {exc}") from None
-        except gw.GatewayUnavailable as exc:
-            raise LedgerUnavailable(str(exc)) from exc
-        except gw.FabricError as exc:
-            raise LedgerError(str(exc)) from exc
 
     def _qscc(self, function: str, *args: str) -> bytes:
         channel = self._gateway.connection.channel
@@ -154,9 +181,11 @@ class FabricLedger(Ledger):
         except LedgerError:
             raise LedgerError(f"tx_id: {tx_id} is not on the ledger") from None
 
-    def _committed(self, tx_id: str) -> TxResult:
+    def _processed(self, tx_id: str) -> Any:
+        return transaction_pb2.ProcessedTransaction.FromString(self._qscc("GetTransactionByID", tx_id))
+
+    def _committed(self, tx_id: str, processed: Any) -> TxResult:
         """An already committed transaction (the first submission of an idempotency key)."""
-        processed = transaction_pb2.ProcessedTransaction.FromString(self._qscc("GetTransactionByID", tx_id))
         if processed.validationCode != gw.VALID:
             code = transaction_pb2.TxValidationCode.Name(processed.validationCode)
             raise LedgerError(f"idempotency_key: its first submission ({tx_id}) was committed as invalid ({code})")

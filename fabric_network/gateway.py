@@ -208,26 +208,20 @@ class FabricGateway:
             raise translate(exc, f"evaluate {transaction}") from exc
         return bytes(response.result.payload)
 
-    def submit(
-        self,
-        transaction: str,
-        args: Sequence[str] = (),
-        endorsing_orgs: Sequence[str] = (),
-        nonce: bytes | None = None,
-    ) -> Committed:
-        """Endorse, order and wait for commit; retried on MVCC conflicts with a fresh proposal.
-
-        A fixed ``nonce`` (an idempotency key) keeps the transaction id; a repeat raises
-        :class:`DuplicateTransaction` instead of committing twice.
-        """
+    def submit(self, transaction: str, args: Sequence[str] = (), endorsing_orgs: Sequence[str] = ()) -> Committed:
+        """Endorse, order and wait for commit; retried on MVCC conflicts with a fresh proposal."""
         for attempt in range(self.mvcc_retries + 1):
             try:
-                return self.submit_once(transaction, args, endorsing_orgs, nonce)
+                return self.submit_once(transaction, args, endorsing_orgs)
             except MVCCConflict:
                 if attempt == self.mvcc_retries:
                     raise
-                time.sleep(self.backoff_s * 2**attempt)
+                self.backoff(attempt)
         raise AssertionError("unreachable")
+
+    def backoff(self, attempt: int) -> None:
+        """Exponential backoff before retry number ``attempt + 1``."""
+        time.sleep(self.backoff_s * 2**attempt)
 
     def submit_once(
         self,
@@ -236,7 +230,11 @@ class FabricGateway:
         endorsing_orgs: Sequence[str] = (),
         nonce: bytes | None = None,
     ) -> Committed:
-        """Endorse → sign the envelope → Submit → CommitStatus, once."""
+        """Endorse → sign the envelope → Submit → CommitStatus, once.
+
+        A given ``nonce`` fixes the transaction id; if that id is already on the ledger Fabric refuses it and
+        :class:`DuplicateTransaction` is raised instead of committing twice.
+        """
         channel = self.connection.channel
         args_bytes = self._args(transaction, args)
         proposal = new_proposal(self.identity, channel, self.connection.chaincode, args_bytes, nonce=nonce)

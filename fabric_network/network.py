@@ -396,10 +396,11 @@ class Manifest:
 
 
 def _run(argv: Sequence[str], env: Mapping[str, str], what: str) -> str:
+    """Run a Fabric CLI; its stdout (the CLIs log to stderr, which goes into the error on failure)."""
     result = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise NetworkError(f"{what} failed:\n{(result.stderr or result.stdout).strip()}")
-    return result.stdout + result.stderr
+    return result.stdout
 
 
 def _retry(argv: Sequence[str], env: Mapping[str, str], what: str, attempts: int = 20, delay_s: float = 1.0) -> str:
@@ -412,6 +413,19 @@ def _retry(argv: Sequence[str], env: Mapping[str, str], what: str, attempts: int
                 raise
             time.sleep(delay_s)
     raise AssertionError("unreachable")
+
+
+def find_free_base_port(hospitals: int, low: int = 20000, high: int = 60000) -> int:
+    """A base port whose whole block is free now (random, so parallel test sessions rarely even try the same)."""
+    import random
+
+    from fabric_network.processes import port_open
+
+    for _ in range(200):
+        plan = PortPlan(random.randrange(low, high, 100), hospitals)
+        if not any(port_open(p) for p in plan.all_ports()):
+            return plan.base
+    raise NetworkError(f"no free block of {PortPlan(low, hospitals).span()} ports between {low} and {high}")
 
 
 def _orderer_tls_args(consortium: ConsortiumMaterial, ports: PortPlan) -> list[str]:
@@ -435,6 +449,11 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         raise NetworkError(
             f"--base-port {base_port}: this network was created on base port {previous.base_port}; "
             "its channel configuration names those ports (omit --base-port, or use a new --state-dir)"
+        )
+    if len(names) < 2:
+        raise NetworkError(
+            f"--hospitals: a Fabric consortium needs at least 2 hospitals (the identities in {state_dir} have "
+            f"{len(names)}); the majority endorsement policy and chaincode approval assume it"
         )
     ports = PortPlan(previous.base_port if previous else base_port or DEFAULT_BASE_PORT, len(names))
     ports.validate()
@@ -499,7 +518,8 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         )
         supervisor.wait_serving(record)
         admin = admin_env(home, consortium, ports, index)
-        if CHANNEL not in _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})"):
+        joined = _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})").split()
+        if CHANNEL not in joined:
             _retry([peer, "channel", "join", "-b", str(layout.channel_block)], admin, f"join {hospital.name}")
         installed = _run([peer, "lifecycle", "chaincode", "queryinstalled"], admin, "queryinstalled")
         if manifest.package_id not in installed:

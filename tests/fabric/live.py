@@ -8,7 +8,6 @@ absence into a failure (set it wherever the binaries can be installed, so the te
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +17,6 @@ import pytest
 from fabric_network import network
 from fabric_network.fabric_install import default_fabric_home
 from fabric_network.identities import init_identities
-from fabric_network.network import PortPlan
-from fabric_network.processes import port_open
 
 
 def require_fabric() -> None:
@@ -36,22 +33,13 @@ def require_fabric() -> None:
     pytest.skip(reason)
 
 
-def free_base_port(hospitals: int) -> int:
-    """A base port whose whole block is free now (random, so parallel sessions rarely even try the same)."""
-    for _ in range(200):
-        plan = PortPlan(random.randrange(20000, 60000, 100), hospitals)
-        if not any(port_open(p) for p in plan.all_ports()):
-            return plan.base
-    raise RuntimeError("no free block of ports found between 20000 and 60000")
-
-
 @contextmanager
 def running_network(directory: Path, hospitals: Sequence[str]) -> Iterator[Path]:
     """Identities + `fabric up` in ``directory``; `fabric down` on exit, whatever happened."""
     require_fabric()
     init_identities(directory, list(hospitals))
     try:
-        network.up(directory, default_fabric_home(), len(hospitals), free_base_port(len(hospitals)))
+        network.up(directory, default_fabric_home(), len(hospitals), network.find_free_base_port(len(hospitals)))
         yield directory
     finally:
         network.down(directory)

@@ -154,3 +154,18 @@ def test_a_taken_port_is_refused_before_starting(tmp_path: Path) -> None:
             supervisor.start("second", [sys.executable, "-c", "pass"], env, port)
     finally:
         supervisor.stop("first")
+
+
+def test_a_free_base_port_has_its_whole_block_free() -> None:
+    base = network.find_free_base_port(2)
+    assert not any(port_open(p) for p in PortPlan(base, 2).all_ports())
+
+
+def test_a_single_hospital_network_is_refused(tmp_path: Path) -> None:
+    init_identities(tmp_path, ["hospital-a"])
+    home = FabricHome(tmp_path / "home")
+    for path in home.missing():  # pretend the binaries are installed: the check comes before any process
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    with pytest.raises(network.NetworkError, match="at least 2 hospitals"):
+        network.up(tmp_path, home)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import ssl
 import subprocess
@@ -27,7 +28,7 @@ from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim
 
 from fabric_network.chaincode_service import ChaincodeServerSettings, build_server
 from fabric_network.fabric_messages import new_proposal
-from fabric_network.identities import SigningIdentity
+from fabric_network.identities import SigningIdentity, identity_for, init_identities
 from fabric_network.shim import ContractChaincode, DropLibraryPayloadLogs
 from tests.fabric.pki import TestCA
 from tests.fabric.shim_contract import ShimProbeContract
@@ -48,9 +49,8 @@ class FakePeer:
     fail_requests_with: str | None = None
     requests: list[int] = field(default_factory=list)
 
-    async def transact(self, address: str, args: list[str]) -> Message:
-        identity = _identity()
-        proposal = new_proposal(identity, CHANNEL, "carefed", [a.encode() for a in args])
+    async def transact(self, address: str, args: list[str], identity: SigningIdentity | None = None) -> Message:
+        proposal = new_proposal(identity or _identity(), CHANNEL, "carefed", [a.encode() for a in args])
         async with grpc.aio.insecure_channel(address) as channel:
             call = chaincode_shim_pb2_grpc.ChaincodeStub(channel).Connect()
             register = await call.read()
@@ -232,3 +232,34 @@ def test_tls_settings_from_the_environment_are_honoured(kind: str, tmp_path: Pat
 def test_half_configured_tls_is_refused_naming_the_variables() -> None:
     with pytest.raises(ValueError, match="CORE_TLS_CLIENT_KEY_PATH and CORE_TLS_CLIENT_CERT_PATH"):
         ChaincodeServerSettings(chaincode_id="probe:1", address="127.0.0.1:0", tls_key_file=Path("/k.pem"))
+
+
+def test_the_chaincode_server_process_logs_no_argument_values(tmp_path: Path) -> None:
+    """The real entry point with CareFed's contracts: a consent is recorded, the pseudonym appears in no log."""
+    consortium = init_identities(tmp_path / "state", ["hospital-a"])
+    user = identity_for(consortium, "hospital-a")
+    pseudonym = secrets.token_hex(32)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "CHAINCODE_ID": "carefed_1.0:test",
+        "CHAINCODE_SERVER_ADDRESS": f"127.0.0.1:{port}",
+    }
+    log = tmp_path / "chaincode.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fabric_network.chaincode_service"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for_port(port, process)
+        peer = FakePeer()
+        args = ["ConsentContract:record_consent", pseudonym, "HRESCH", "research", "2026-01-01T00:00:00Z", ""]
+        completed = asyncio.run(peer.transact(f"127.0.0.1:{port}", args, identity=user))
+        assert _response(completed).status == 200, _response(completed).message
+        assert any(pseudonym.encode() in value for value in peer.state.values())  # it did reach the ledger
+    finally:
+        process.terminate()
+        process.wait()
+    assert log.read_text().strip(), "the server logged nothing at all: the check would be vacuous"
+    assert pseudonym not in log.read_text()
