@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fabric_network.contracts import CHAINCODE_NAME, evaluate_functions, new_chaincode
+from fabric_network.contracts import CHAINCODE_NAME, CONTRACT_VERSION, evaluate_functions, new_chaincode
 from fabric_network.identities import (
     ConsortiumMaterial,
     SigningIdentity,
@@ -248,6 +248,43 @@ class _Executed:
     timestamp: str
 
 
+async def simulate(chaincode: ContractChaincode, stub: EmbeddedStub) -> tuple[Any, EmbeddedStub]:
+    """Run one transaction through the contracts' dispatcher: the peer response and the stub with its writes."""
+    response = await chaincode.invoke(stub)
+    return response, stub
+
+
+def result_record(response: Any, stub: EmbeddedStub) -> bytes:
+    """What a committed transaction stores as its result: status, payload, event and writes, canonically."""
+    return canonical(
+        {
+            "status": response.status,
+            "payload": _b64(bytes(response.payload)),
+            "event": stub.event(),
+            "writes": [[k, None if v is None else _b64(v)] for k, v in stub.writes.items()],
+        }
+    )
+
+
+def write_state(
+    db: sqlite3.Connection, writes: dict[str, bytes | None], block_number: int, index: int, tx: str, stamp: str
+) -> None:
+    """Apply a committed transaction's writes to the world state and the key history."""
+    for state_key, value in writes.items():
+        raw_key = state_key.encode()
+        if value is None:
+            db.execute("DELETE FROM state WHERE key = ?", (raw_key,))
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO state (key, value, block_number, tx_index) VALUES (?, ?, ?, ?)",
+                (raw_key, value, block_number, index),
+            )
+        db.execute(
+            "INSERT INTO history (key, block_number, tx_index, tx_id, value, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+            (raw_key, block_number, index, tx, value, stamp),
+        )
+
+
 def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a contract coroutine to its end, here and now, without an event loop.
 
@@ -429,6 +466,7 @@ class EmbeddedLedger(Ledger):
             raise LedgerError("the ledger is closed")
 
     def _stub(self, tx: str, function: str, args: list[str], stamp: dict[str, int]) -> EmbeddedStub:
+        """A stub for one transaction of this ledger's identity over its database."""
         return EmbeddedStub(
             self._db,
             channel_id=self._channel,
@@ -444,14 +482,14 @@ class EmbeddedLedger(Ledger):
         """Simulate one transaction against the state as of now (inside the open block's SQL transaction)."""
         args = [encode_argument(a) for a in call.args]
         stamp = _now_timestamp()
-        stub = self._stub(tx, call.function, args, stamp)
-        response = await self._chaincode.invoke(stub)
+        response, stub = await simulate(self._chaincode, self._stub(tx, call.function, args, stamp))
         if response.status != 200:
             return ContractRejected(f"{call.function}: {response.message}")
         proposal = canonical(
             {
                 "channel": self._channel,
                 "chaincode": CHAINCODE_NAME,
+                "chaincode_version": CONTRACT_VERSION,
                 "tx_id": tx,
                 "nonce": nonce.hex(),
                 "timestamp": stamp,
@@ -460,19 +498,11 @@ class EmbeddedLedger(Ledger):
                 "args": args,
             }
         )
-        result = canonical(
-            {
-                "status": response.status,
-                "payload": _b64(bytes(response.payload)),
-                "event": stub.event(),
-                "writes": [[k, None if v is None else _b64(v)] for k, v in stub.writes.items()],
-            }
-        )
         return _Executed(
             tx_id=tx,
             proposal=proposal,
             signature=self._identity.sign(proposal),
-            result=result,
+            result=result_record(response, stub),
             payload=decode_result(bytes(response.payload)),
             writes=stub.writes,
             timestamp=timestamp_text(stamp),
@@ -537,19 +567,7 @@ class EmbeddedLedger(Ledger):
         return int(row[0]) + 1, hashlib.sha256(bytes(row[1])).hexdigest()
 
     def _apply(self, done: _Executed, block_number: int, index: int) -> None:
-        for state_key, value in done.writes.items():
-            raw_key = state_key.encode()
-            if value is None:
-                self._db.execute("DELETE FROM state WHERE key = ?", (raw_key,))
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO state (key, value, block_number, tx_index) VALUES (?, ?, ?, ?)",
-                    (raw_key, value, block_number, index),
-                )
-            self._db.execute(
-                "INSERT INTO history (key, block_number, tx_index, tx_id, value, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
-                (raw_key, block_number, index, done.tx_id, value, done.timestamp),
-            )
+        write_state(self._db, done.writes, block_number, index, done.tx_id, done.timestamp)
         self._db.execute(
             "INSERT INTO transactions (tx_id, block_number, tx_index, proposal, signature, result) "
             "VALUES (?, ?, ?, ?, ?, ?)",
