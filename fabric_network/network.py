@@ -483,7 +483,11 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         )
 
     orderer = supervisor.start(
-        "orderer", [str(home.binary("orderer"))], orderer_env(home, layout, consortium, ports), ports.orderer
+        "orderer",
+        [str(home.binary("orderer"))],
+        orderer_env(home, layout, consortium, ports),
+        ports.orderer,
+        ports.orderer_operations,
     )
     supervisor.wait_serving(orderer)
     channels = _run(
@@ -515,6 +519,7 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
             [peer, "node", "start"],
             peer_env(home, layout, consortium, ports, index),
             ports.peer(index),
+            ports.peer_operations(index),
         )
         supervisor.wait_serving(record)
         admin = admin_env(home, consortium, ports, index)
@@ -634,14 +639,26 @@ class ProcessStatus:
     port: int
     running: bool
     serving: bool
+    health: str  # /healthz of peers and the orderer; "serving"/"down" for the chaincode servers
+
+    @property
+    def healthy(self) -> bool:
+        return self.serving and self.health in ("OK", "serving")
 
 
 def status(state_dir: Path) -> list[ProcessStatus]:
-    from fabric_network.processes import port_open
+    from fabric_network.processes import healthz, port_open
 
     supervisor = Layout.of(state_dir).supervisor()
     result = []
     for record in supervisor.records():
         running = supervisor.is_running(record)
-        result.append(ProcessStatus(record.name, record.pid, record.port, running, running and port_open(record.port)))
+        serving = running and port_open(record.port)
+        if not serving:
+            health = "down"
+        elif record.health_port is not None:
+            health = healthz(record.health_port)
+        else:
+            health = "serving"
+        result.append(ProcessStatus(record.name, record.pid, record.port, running, serving, health))
     return result

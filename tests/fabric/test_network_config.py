@@ -169,3 +169,49 @@ def test_a_single_hospital_network_is_refused(tmp_path: Path) -> None:
         path.write_text("")
     with pytest.raises(network.NetworkError, match="at least 2 hospitals"):
         network.up(tmp_path, home)
+
+
+def test_healthz_reports_ok_or_the_failing_checks() -> None:
+    """Fabric's operations endpoint answers 200 {"status":"OK"} or 503 with failed_checks (core/operations)."""
+    import http.server
+    import threading
+
+    from fabric_network.processes import healthz
+
+    class Operations(http.server.BaseHTTPRequestHandler):
+        healthy = True
+
+        def do_GET(self) -> None:
+            body = (
+                {"status": "OK"}
+                if Operations.healthy
+                else {"status": "Service Unavailable", "failed_checks": [{"component": "docker", "reason": "down"}]}
+            )
+            self.send_response(200 if Operations.healthy else 503)
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Operations)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert healthz(server.server_port) == "OK"
+        Operations.healthy = False
+        assert healthz(server.server_port) == "failing: docker: down"
+    finally:
+        server.shutdown()
+    assert healthz(server.server_port).startswith("no answer")
+
+
+def test_status_lists_each_started_process_with_its_health(tmp_path: Path) -> None:
+    layout = Layout.of(tmp_path)
+    supervisor = layout.supervisor()
+    port, _ = _chaincode_server(tmp_path, supervisor, "chaincode-hospital-a")
+    try:
+        [entry] = network.status(tmp_path)
+        assert (entry.name, entry.port, entry.health, entry.healthy) == ("chaincode-hospital-a", port, "serving", True)
+    finally:
+        network.down(tmp_path)
+    assert network.status(tmp_path) == []
