@@ -43,7 +43,7 @@ from opacus.accountants.utils import create_accountant, get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy.budget import PrivacyBudget
+from privacy.budget import PrivacyBudget, check_finite_number
 
 Accountant = Literal["rdp", "prv"]
 GradSampleMode = Literal["hooks", "functorch", "ew", "ghost"]
@@ -84,24 +84,13 @@ class DPConfig:
     grad_sample_mode: GradSampleMode = DEFAULT_GRAD_SAMPLE_MODE
 
     def __post_init__(self) -> None:
-        _require(
-            math.isfinite(self.target_epsilon) and self.target_epsilon > 0,
-            f"target_epsilon must be a finite number > 0, got {self.target_epsilon!r}",
-        )
-        _require(
-            0 < self.target_delta < 1,
-            f"target_delta must lie in (0, 1) and below 1/n for n records, got {self.target_delta!r}",
-        )
-        _require(self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs!r}")
-        _require(
-            math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0,
-            f"max_grad_norm must be > 0, got {self.max_grad_norm!r}",
-        )
-        _require(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size!r}")
-        _require(
-            math.isfinite(self.learning_rate) and self.learning_rate > 0,
-            f"learning_rate must be > 0, got {self.learning_rate!r}",
-        )
+        for name in ("target_epsilon", "max_grad_norm", "learning_rate"):
+            check_finite_number(name, getattr(self, name), error=PrivacyConfigError)
+        check_finite_number("target_delta", self.target_delta, error=PrivacyConfigError)
+        _require(self.target_delta < 1, f"target_delta must lie in (0, 1) and below 1/n, got {self.target_delta!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"{name} must be an integer ≥ 1, got {value!r}")
         _require(self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
         _require(
             self.grad_sample_mode in GRAD_SAMPLE_MODES,
