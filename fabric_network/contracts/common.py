@@ -28,7 +28,6 @@ from fabric_network.merkle import merkle_root
 from fabric_network.shim import TransactionContextInterface
 
 CONSORTIUM_MSP = msp_id_for(CONSORTIUM_ORG)
-ACT_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
 #: FHIR v3 ActReason purpose-of-use codes CareFed accepts (code → display).
 PURPOSE_CODES: dict[str, str] = {
@@ -73,13 +72,6 @@ def pseudonym(field: str, value: str) -> str:
     """A patient pseudonym: 64 lowercase hex characters (a random 256-bit value drawn by the hospital)."""
     if not isinstance(value, str) or not PSEUDONYM.fullmatch(value):
         raise ContractError(f"{field}: must be a pseudonym of 64 lowercase hex characters (a random 256-bit value)")
-    return value
-
-
-def sha256_hex(field: str, value: str) -> str:
-    """A SHA-256 digest in lowercase hex."""
-    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
-        raise ContractError(f"{field}: must be a SHA-256 digest of 64 lowercase hex characters")
     return value
 
 
@@ -218,12 +210,6 @@ SCHEMA_METRICS: dict[str, Any] = {
     "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,47}$"},
     "additionalProperties": {"type": "number"},
 }
-
-
-def check_record_ids(field: str, values: Iterable[tuple[str, str]]) -> None:
-    """Run :func:`record_id`'s identifier-shape check on ids inside a JSON argument (``(path, value)`` pairs)."""
-    for path, value in values:
-        record_id(f"{field}.{path}", value)
 
 
 # --- the caller and the transaction ----------------------------------------------------------------------------
