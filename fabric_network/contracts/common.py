@@ -225,8 +225,14 @@ def caller_msp(ctx: TransactionContextInterface) -> str:
 
 def caller_role(ctx: TransactionContextInterface) -> str:
     """The submitting identity's NodeOU role (client, admin, peer or orderer) from its certificate's OU."""
+    return _node_ou(bytes(ctx.get_client_identity().get_x509()))
+
+
+@functools.lru_cache(maxsize=256)
+def _node_ou(cert_pem: bytes) -> str:
+    """The NodeOU of a certificate; cached because a node submits with the same few certificates all day."""
     try:
-        cert = x509.load_pem_x509_certificate(ctx.get_client_identity().get_x509())
+        cert = x509.load_pem_x509_certificate(cert_pem)
     except Exception:
         raise ContractError("caller: the transaction's creator certificate cannot be read") from None
     units = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)]
