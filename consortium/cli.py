@@ -17,10 +17,12 @@ def demo(
     """Run the privacy-core demo: DP training at three hospitals, CKKS aggregation without the secret key."""
     import warnings
 
+    import torch
     from rich.console import Console
 
     from consortium.privacy_demo import run
 
     warnings.filterwarnings("ignore", module="opacus")  # Opacus' per-run notices would bury the figures
     warnings.filterwarnings("ignore", message="Full backward hook")
+    torch.set_num_threads(1)  # the demo MLP has nothing to parallelise; extra threads only spin (docs/privacy.md)
     run(Console(), rounds=rounds, epsilon_per_round=epsilon_per_round, epochs=epochs, seed=seed)
