@@ -357,7 +357,13 @@ class EmbeddedLedger(Ledger):
             self._check_open()
             tx = transaction_id(transaction_nonce(None), self._serialized_creator)
             stub = self._stub(tx, function, [encode_argument(a) for a in args], _now_timestamp())
-            response = run_to_completion(self._chaincode.invoke(stub))
+            # One read transaction: every read of the evaluation sees the same committed snapshot (WAL), even
+            # while another process commits blocks.
+            self._db.execute("BEGIN")
+            try:
+                response = run_to_completion(self._chaincode.invoke(stub))
+            finally:
+                self._db.execute("COMMIT")
         if response.status != 200:
             raise ContractRejected(f"{function}: {response.message}")
         return decode_result(response.payload)

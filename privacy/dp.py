@@ -10,11 +10,15 @@ API
 - `DPConfig(target_epsilon, target_delta, epochs=1, max_grad_norm=1.0, batch_size=64, learning_rate=0.05,
   accountant="rdp" | "prv", grad_sample_mode=DEFAULT_GRAD_SAMPLE_MODE)` — frozen, validated on construction.
 - `plan_training(config, n_records) -> TrainingPlan` (sample rate, steps, noise multiplier, the ε the run will
-  spend, δ); `planned_epsilon(config, n_records) -> float` is its ε. Raises `PrivacyConfigError` if δ ≥ 1/n.
+  spend, δ); `planned_epsilon(config, n_records) -> float` is its ε; `planned_sampling(config, n_records)` its
+  sample rate and step count alone (cheap: no noise calibration). Raises `PrivacyConfigError` if δ ≥ 1/n.
 - `validate_training_data(features, labels, delta)` raises `TrainingDataError` / `PrivacyConfigError` for empty,
   non-finite, mis-shaped or single-class data and δ ≥ 1/n.
-- `PrivateTrainer(model, features, labels, config)` wraps the model, an Adam optimiser and a Poisson-sampled
-  loader in one Opacus `PrivacyEngine`; `.plan` is known at construction. `.train(budget)` first calls
+- `PrivateTrainer(model, features, labels, config, plan=None)` wraps the model, an Adam optimiser and a
+  Poisson-sampled loader in one Opacus `PrivacyEngine`; `.plan` is known at construction. A caller that accounts
+  across several trainings (one federated run = many rounds, `hospital_node/dp_rounds.py`) passes its own `plan`:
+  its noise multiplier is used and its ε is what the budget is charged (the run's ε increment, not this slice's
+  stand-alone ε). `.train(budget)` first calls
   `budget.ensure_affordable(plan.epsilon)` (raising `privacy.budget.BudgetExceededError` before any step), then
   trains and returns `(TrainingResult, charged_budget)`. The model passed in is trained in place and is left
   free of Opacus hooks, so it can be read with `privacy.model.parameters_to_vector` and reused next round.
@@ -182,6 +186,12 @@ def plan_training(config: DPConfig, n_records: int) -> TrainingPlan:
     return TrainingPlan(n_records, sample_rate, steps, noise_multiplier, epsilon, config.target_delta)
 
 
+def planned_sampling(config: DPConfig, n_records: int) -> tuple[float, int]:
+    """The Poisson sample rate and step count of a run over `n_records`, without calibrating any noise."""
+    sample_rate, steps_per_epoch = _steps_per_epoch(n_records, config.batch_size)
+    return sample_rate, steps_per_epoch * config.epochs
+
+
 def planned_epsilon(config: DPConfig, n_records: int) -> float:
     """The ε a run with `config` over `n_records` records will spend."""
     return plan_training(config, n_records).epsilon
@@ -211,7 +221,14 @@ def validate_training_data(features: npt.ArrayLike, labels: npt.ArrayLike, delta
 class PrivateTrainer:
     """One DP-SGD run: model, optimiser and Poisson-sampled loader wrapped by one Opacus `PrivacyEngine`."""
 
-    def __init__(self, model: nn.Module, features: npt.ArrayLike, labels: npt.ArrayLike, config: DPConfig) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        features: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        config: DPConfig,
+        plan: TrainingPlan | None = None,
+    ) -> None:
         validate_training_data(features, labels, config.target_delta)
         self.model = model
         self.config = config
@@ -219,7 +236,13 @@ class PrivateTrainer:
             torch.as_tensor(np.asarray(features), dtype=torch.float32),
             torch.as_tensor(np.asarray(labels), dtype=torch.float32),
         )
-        self.plan = plan_training(config, len(self._dataset))
+        self._external_plan = plan is not None
+        self.plan = plan if plan is not None else plan_training(config, len(self._dataset))
+        _require(
+            self.plan.n_records == len(self._dataset) and self.plan.delta == config.target_delta,
+            f"plan is for n={self.plan.n_records}, δ={self.plan.delta:g} but the data has n={len(self._dataset)} "
+            f"and the config δ={config.target_delta:g}",
+        )
 
     def train(self, budget: PrivacyBudget) -> tuple[TrainingResult, PrivacyBudget]:
         """Refuse if `budget` cannot afford the plan, else train and return the result and the charged budget."""
@@ -262,7 +285,8 @@ class PrivateTrainer:
             grad_sample_mode=self.config.grad_sample_mode,
             epoch_seconds=epoch_seconds,
         )
-        return result, budget.charge(epsilon, self.plan.delta)
+        charged = self.plan.epsilon if self._external_plan else epsilon
+        return result, budget.charge(charged, self.plan.delta)
 
     def _run_epochs(
         self, module: nn.Module, optimizer: Any, criterion: Any, loader: DataLoader[Any]
