@@ -270,3 +270,24 @@ def status(hospital: Hospital, state_dir: StateDir = Path(".carefed")) -> None:
         record = json.loads(history.read_text(encoding="utf-8"))
         table.add_row(f"run {history.stem}", f"{len(record['slices'])} rounds, ε {record['epsilon_spent']:.3f}")
     Console().print(table)
+
+
+@node_app.command("forget")
+def forget(
+    mrn: Annotated[str, typer.Argument(help="The patient's MRN at this hospital (it never leaves the node).")],
+    hospital: Hospital,
+    state_dir: StateDir = Path(".carefed"),
+) -> None:
+    """GDPR Art. 17: record the erasure on the ledger (pseudonym only), then delete the MRN → pseudonym entry."""
+    from compliance.erasure import ErasureError, forget_patient
+
+    try:
+        erasure = forget_patient(state_dir, hospital, mrn)
+    except ErasureError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from None
+    Console(soft_wrap=True).print(
+        f"erased at {erasure.hospital}: the MRN no longer resolves to a pseudonym; erasure on the ledger in "
+        f"transaction {erasure.tx_id} (block {erasure.block_number}"
+        + (", recorded by an earlier attempt)" if erasure.repeated else ")")
+    )
