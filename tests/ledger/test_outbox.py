@@ -57,7 +57,8 @@ def test_queued_while_down_then_delivered_in_order(state_dir: Path, switch: _Swi
     delivered = outbox.entries("delivered")
     assert [e.idempotency_key for e in delivered] == keys
     assert [e.block_number for e in delivered] == sorted(e.block_number for e in delivered)
-    assert [e["actor"] for e in _actors(state_dir, "svc-a")()] == ["svc-a"]
+    for n in "abcdefg":
+        assert [e["actor"] for e in _actors(state_dir, f"svc-{n}")()] == [f"svc-{n}"], "every queued event arrives"
 
 
 def test_a_refused_call_is_set_aside_and_does_not_block(state_dir: Path, switch: _Switch, outbox: Outbox) -> None:
