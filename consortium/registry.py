@@ -1,14 +1,14 @@
 """The content-addressed model registry: artefacts named by their SHA-256, registered on the ledger.
 
 Loading checks twice: the file's bytes must hash to its name, and that hash must be the one the ledger
-registered for the model id. An edited artefact therefore fails to load even if someone renamed it to its new
-hash — the ledger still holds the original. Files are written once (temp file + rename) and made read-only.
+registered for the model id (`LineageContract:register_model`, queued by the aggregator with `model_record`).
+An edited artefact therefore fails to load even if someone renamed it to its new hash: the ledger still holds
+the original. Files are written once (temp file + rename) and made read-only.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,10 @@ class ModelRegistry:
             tmp.replace(path)
         return digest
 
-    def register(
-        self, ledger: Ledger, model_id: str, artifact: ModelArtifact, name: str, metrics: dict[str, float]
-    ) -> dict[str, Any]:
-        """Store the artefact and register it on the ledger as `model_id` (its round must be recorded there)."""
-        digest = self.store(artifact.to_bytes())
-        record = {
+    @staticmethod
+    def model_record(artifact: ModelArtifact, digest: str, name: str, metrics: dict[str, float]) -> dict[str, Any]:
+        """The LineageContract `register_model` argument for a stored artefact."""
+        return {
             "run_id": artifact.run_id,
             "round": artifact.round,
             "sha256": digest,
@@ -56,13 +54,6 @@ class ModelRegistry:
             "version": f"r{artifact.round}",
             "metrics": metrics,
         }
-        result = ledger.submit(
-            "LineageContract:register_model",
-            model_id,
-            json.dumps(record, sort_keys=True),
-            idempotency_key=f"register-model:{model_id}",
-        ).result
-        return dict(result)
 
     def load(self, ledger: Ledger, model_id: str) -> ModelArtifact:
         """Load a registered model, refusing it unless its bytes hash to what the ledger registered."""

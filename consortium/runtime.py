@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -160,7 +161,9 @@ class FlowerRuntime:
 
     def _wait_healthy(self, timeout_s: float) -> None:
         scheme = "http" if self.tls is None else "https"
-        verify: bool | str = True if self.tls is None else str(self.tls.ca_cert)
+        verify: bool | ssl.SSLContext = True
+        if self.tls is not None:
+            verify = ssl.create_default_context(cafile=self.tls.ca_cert)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self._superlink is not None

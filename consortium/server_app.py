@@ -26,7 +26,7 @@ from consortium.keys import forbid_secret_reads, he_parameters, public_context_p
 from consortium.model_artifact import ModelArtifact, ModelSpec
 from consortium.registry import ModelRegistry
 from fabric_network.identities import msp_id_for
-from fabric_network.ledger import Ledger, LedgerError, open_ledger
+from fabric_network.outbox import open_outbox
 from hospital_node.training import STATUS_OK, RoundRequest
 
 app = ServerApp()
@@ -154,9 +154,11 @@ class FederatedRun:
         self.grid = grid
         self.settings = settings
         self.opened_files = opened_files
-        self.ledger: Ledger = open_ledger(
-            backend=settings.ledger_backend, state_dir=settings.state_dir, org="consortium"
+        # Lineage goes through the durable outbox: a slow or unavailable ledger delays the record, never the round.
+        self.outbox = open_outbox(
+            "aggregator", backend=settings.ledger_backend, state_dir=settings.state_dir, org="consortium"
         )
+        self.outbox.start()
         self.public: Any = None
         if settings.he:
             from privacy.he import PublicContext
@@ -171,11 +173,22 @@ class FederatedRun:
 
     # -- ledger -------------------------------------------------------------------------------------------------
     def _submit(self, function: str, *args: Any, key: str) -> None:
-        """Lineage writes: durable and idempotent; a ledger failure is reported, never fatal to the round."""
-        try:
-            self.ledger.submit(function, *args, idempotency_key=key)
-        except LedgerError as exc:
-            self.events.append(f"ledger write {function} failed: {exc}")
+        """Queue a lineage or audit write durably (idempotent: the key fixes the ledger transaction id)."""
+        self.outbox.enqueue(function, *args, idempotency_key=key)
+
+    def _audit(self, action: str, hospital: str, round_number: int) -> None:
+        """An audit event for a hospital that did not contribute to a round (no reason text: free text stays off
+        chain; the reason is in the run's results)."""
+        event = {
+            "actor": "aggregator",
+            "role": "service",
+            "action": action,
+            "object": f"run:{self.settings.run_id}",
+            "outcome": "minor-failure",
+            "purpose": self.settings.purpose,
+        }
+        key = f"audit:{self.settings.run_id}:{round_number}:{action}:{hospital}"
+        self._submit("AuditContract:append_audit_event", json.dumps(event), key=key)
 
     def _register_run(self) -> None:
         s = self.settings
@@ -235,13 +248,11 @@ class FederatedRun:
         usable: list[dict[str, Any]] = []
         for node_id in asked:
             reply = replies.get(node_id)
-            if reply is None:
+            if reply is None or reply.has_error():
                 log.dropped.append(self._name(node_id))
-                self.events.append(f"round {log.round}: {self._name(node_id)} did not answer within the deadline")
-                continue
-            if reply.has_error():
-                log.dropped.append(self._name(node_id))
-                self.events.append(f"round {log.round}: {self._name(node_id)} failed: {reply.error.reason}")
+                why = "did not answer within the deadline" if reply is None else f"failed: {reply.error.reason}"
+                self.events.append(f"round {log.round}: {self._name(node_id)} {why}")
+                self._audit("round.dropout", self._name(node_id), log.round)
                 continue
             fields = dict(reply.content["result"])
             self.names[node_id] = str(fields["hospital"])
@@ -249,6 +260,7 @@ class FederatedRun:
                 reason = str(fields.get("reason", "declined"))
                 log.declined[self._name(node_id)] = reason
                 self.events.append(f"round {log.round}: {self._name(node_id)} declined: {reason}")
+                self._audit("round.decline", self._name(node_id), log.round)
                 if fields.get("permanent"):
                     self.retired[node_id] = reason
                 continue
@@ -354,16 +366,22 @@ class FederatedRun:
         registry = ModelRegistry(self.settings.state_dir / "registry")
         model_id = f"{self.settings.run_id}/model"
         metrics = {"auc": last.auc} if last.auc is not None else {}
-        try:
-            registry.register(self.ledger, model_id, artifact, self.settings.model_name, metrics)
-        except LedgerError as exc:
-            self.events.append(f"model registration failed: {exc}")
-            return
-        self.final = {
-            "model_id": model_id,
-            "sha256": last.model_sha256,
-            "path": str(registry.path_of(last.model_sha256)),
-        }
+        digest = registry.store(artifact.to_bytes())
+        record = registry.model_record(artifact, digest, self.settings.model_name, metrics)
+        self._submit("LineageContract:register_model", model_id, json.dumps(record), key=f"register-model:{model_id}")
+        self.final = {"model_id": model_id, "sha256": digest, "path": str(registry.path_of(digest))}
+
+    def close(self) -> None:
+        """Deliver the queued lineage before the process ends (what cannot be delivered stays queued on disk)."""
+        delivered = self.outbox.flush(timeout_s=60)
+        if not delivered:
+            self.events.append(f"{self.outbox.count('pending')} lineage writes still queued for the ledger")
+        rejected = self.outbox.entries("rejected")
+        self.events += [
+            f"ledger refused {e.function}: {e.error}" for e in rejected if self.settings.run_id in e.idempotency_key
+        ]
+        self.outbox.close()
+        self._write_results()
 
     def _write_results(self) -> None:
         results = {
@@ -414,4 +432,4 @@ def main(grid: Grid, context: Context) -> None:
     try:
         run.run()
     finally:
-        run.ledger.close()
+        run.close()

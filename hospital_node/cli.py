@@ -120,6 +120,8 @@ def _validate_only(data: Path, schema_path: Path, drop_bad_rows: bool) -> None:
 
 
 def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
+    import ssl
+
     import httpx
 
     from fabric_network.ledger import LedgerError, open_ledger
@@ -171,7 +173,9 @@ def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
     except (LedgerError, OSError, ValueError) as exc:
         checks.append(_Check("ledger", False, str(exc), f"carefed ledger init --hospitals … --state-dir {state_dir}"))
     scheme = "http" if node.insecure else "https"
-    verify: bool | str = str(node.root_certificates) if node.root_certificates else True
+    verify: bool | ssl.SSLContext = (
+        ssl.create_default_context(cafile=node.root_certificates) if node.root_certificates else True
+    )
     try:
         healthy = httpx.get(f"{scheme}://{node.superlink}/health", verify=verify, timeout=3).status_code == 200
         checks.append(_Check("SuperLink", healthy, f"{scheme}://{node.superlink}", "check the address and TLS CA"))
