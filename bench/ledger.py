@@ -6,8 +6,8 @@ Every figure is for *durable* writes: the embedded ledger commits with ``synchro
 SQLite baseline inserts the same event JSON into a plain table with the same settings. Modes:
 
 * ``single``  — one audit event per transaction per block, one ``submit`` per event (an API request's cost);
-* ``blocks``  — ``submit_batch`` of B single-event transactions, one block (what the durable outbox does);
-* ``events``  — ``append_audit_events`` with B events in one transaction (the fastest batched path).
+* ``blocks``  — ``submit_batch`` of B single-event transactions, one block (the outbox's path for other calls);
+* ``events``  — ``append_audit_events`` with B events in one transaction (the outbox's path for audit events).
 
 The headline ``events_per_s`` is the fastest batched mode, ``sqlite_insert_per_s`` the SQLite rate with the same
 commit batching, ``p50_ms``/``p99_ms`` that mode's commit latency per submit call. With ``--state-dir`` the
