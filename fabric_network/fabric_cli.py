@@ -36,3 +36,65 @@ def fabric_install(
     except FabricInstallError as exc:
         _fail(f"fabric install: {exc}")
     err_console.print(("Installed" if installed else "Already installed:") + f" Fabric binaries in {home.root}")
+
+
+StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory (git-ignored).")]
+
+
+@fabric_app.command("up")
+def fabric_up(
+    state_dir: StateDir = Path(".carefed"),
+    hospitals: Annotated[
+        int | None, typer.Option("--hospitals", help="Number of hospitals (must match `carefed ledger init`).")
+    ] = None,
+    base_port: Annotated[
+        int | None, typer.Option("--base-port", help="First port of the network's block (default 17050).")
+    ] = None,
+) -> None:
+    """Start the network (create it the first time; restart it on its ledgers afterwards)."""
+    from fabric_network.fabric_install import FabricInstallError, default_fabric_home
+    from fabric_network.identities import IdentityError
+    from fabric_network.network import NetworkError, up
+
+    try:
+        with err_console.status("Starting the Fabric network (orderer, peers, chaincode servers)…"):
+            manifest = up(state_dir, default_fabric_home(), hospitals, base_port)
+    except (FabricInstallError, IdentityError, NetworkError, RuntimeError, TimeoutError) as exc:
+        _fail(str(exc))
+    err_console.print(f"Fabric network up: {len(manifest.hospitals)} hospitals, chaincode {manifest.package_id}")
+    fabric_status(state_dir)
+
+
+@fabric_app.command("status")
+def fabric_status(state_dir: StateDir = Path(".carefed")) -> None:
+    """Every process of the network: pid, port, whether it runs and serves."""
+    from rich.table import Table
+
+    from fabric_network.network import status
+
+    processes = status(state_dir)
+    if not processes:
+        _fail(f"no Fabric network in {state_dir}; start one with `carefed fabric up --state-dir {state_dir}`")
+    table = Table(title=f"Fabric network in {state_dir}")
+    for column in ("process", "pid", "port", "state"):
+        table.add_column(column)
+    for p in processes:
+        state = (
+            "[green]serving[/green]" if p.serving else "[yellow]running[/yellow]" if p.running else "[red]down[/red]"
+        )
+        table.add_row(p.name, str(p.pid), str(p.port), state)
+    Console().print(table)
+    if not all(p.serving for p in processes):
+        raise typer.Exit(1)
+
+
+@fabric_app.command("down")
+def fabric_down(
+    state_dir: StateDir = Path(".carefed"),
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete the network's ledgers and config.")] = False,
+) -> None:
+    """Stop exactly the processes `up` started; `--purge` also removes the network's state."""
+    from fabric_network.network import down
+
+    stopped = down(state_dir, purge)
+    err_console.print(f"Stopped {len(stopped)} processes" + (" and removed the network's state" if purge else ""))

@@ -165,11 +165,11 @@ class FabricGateway:
         self.backoff_s = backoff_s
         options = [("grpc.ssl_target_name_override", connection.server_name)] if connection.server_name else []
         credentials = grpc.ssl_channel_credentials(root_certificates=connection.tls_root_cert_pem)
-        self._channel = grpc.secure_channel(connection.endpoint, credentials, options=options)
-        self._gateway = gateway_pb2_grpc.GatewayStub(self._channel)
+        self.grpc_channel = grpc.secure_channel(connection.endpoint, credentials, options=options)
+        self._gateway = gateway_pb2_grpc.GatewayStub(self.grpc_channel)
 
     def close(self) -> None:
-        self._channel.close()
+        self.grpc_channel.close()
 
     def _args(self, transaction: str, args: Sequence[str]) -> list[bytes]:
         return [transaction.encode(), *(a.encode() for a in args)]

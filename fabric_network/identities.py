@@ -15,6 +15,7 @@ Layout under ``<state-dir>/crypto/`` (``consortium.json`` there lists every path
             msp/{cacerts,tlscacerts,signcerts,keystore/priv_sk,config.yaml}   OU orderer
             tls/{ca.crt,server.crt,server.key}
         users/Admin@consortium.carefed.local/{msp,tls}                  OU admin
+        users/User1@consortium.carefed.local/{msp,tls}                  OU client (the consortium's services)
     peerOrganizations/hospital-a.carefed.local/               MSP id HospitalAMSP
         ca/, tlsca/, msp/                                               as above
         peers/peer0.hospital-a.carefed.local/{msp,tls}                  OU peer
@@ -116,7 +117,7 @@ class OrgMaterial:
     tlsca_cert: str
     node: IdentityPaths  # the orderer or the org's peer0
     admin: IdentityPaths
-    users: tuple[IdentityPaths, ...]  # client identities (User1@…); empty for the orderer org
+    users: tuple[IdentityPaths, ...]  # client identities (User1@…)
 
 
 @dataclass(frozen=True)
@@ -336,12 +337,8 @@ def _write_org(crypto_dir: Path, name: str, kind: Literal["orderer", "peer"], no
     node = _write_identity(node_dir, node_name, kind, domain, ca, tlsca, now, (node_name, short_name))
     admin_name = f"Admin@{domain}"
     admin = _write_identity(org_dir / "users" / admin_name, admin_name, "admin", domain, ca, tlsca, now, (admin_name,))
-    users: tuple[IdentityPaths, ...] = ()
-    if kind == "peer":
-        user_name = f"User1@{domain}"
-        users = (
-            _write_identity(org_dir / "users" / user_name, user_name, "client", domain, ca, tlsca, now, (user_name,)),
-        )
+    user_name = f"User1@{domain}"
+    users = (_write_identity(org_dir / "users" / user_name, user_name, "client", domain, ca, tlsca, now, (user_name,)),)
     return OrgMaterial(
         name=name,
         msp_id=msp_id_for(name),
@@ -467,7 +464,5 @@ def identity_for(
     elif role == "node":
         paths = material.node
     else:
-        if not material.users:
-            raise IdentityError(f"org {material.name} has no client identity; use role 'admin'")
         paths = material.users[0]
     return load_signing_identity(material.msp_id, paths)

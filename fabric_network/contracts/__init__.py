@@ -1,0 +1,41 @@
+"""CareFed's consortium contracts, written once on the Fabric Python contract API for both ledger backends.
+
+One chaincode (``CHAINCODE_NAME``) holds the four contracts; a transaction is named ``"<Contract>:<function>"``,
+e.g. ``"ConsentContract:record_consent"``. docs/ledger.md lists every function and its arguments.
+"""
+
+from __future__ import annotations
+
+from fabric_network.contracts.audit import AuditContract
+from fabric_network.contracts.budget import PrivacyBudgetContract
+from fabric_network.contracts.common import ContractError, snapshot_root
+from fabric_network.contracts.consent import ConsentContract
+from fabric_network.contracts.lineage import LineageContract
+from fabric_network.shim import ContractChaincode
+
+CHAINCODE_NAME = "carefed"
+CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudgetContract)
+
+
+def new_chaincode() -> ContractChaincode:
+    """The chaincode that dispatches to every CareFed contract (the same object a Fabric chaincode server runs)."""
+    return ContractChaincode.new_chaincode(*(cls() for cls in CONTRACT_CLASSES))
+
+
+def evaluate_functions() -> frozenset[str]:
+    """Every read-only transaction as ``"<Contract>:<function>"``: callers may evaluate these, never submit."""
+    return frozenset(f"{cls.Name}:{fn}" for cls in CONTRACT_CLASSES for fn in cls().get_evaluate_transactions())
+
+
+__all__ = [
+    "CHAINCODE_NAME",
+    "CONTRACT_CLASSES",
+    "AuditContract",
+    "ConsentContract",
+    "ContractError",
+    "LineageContract",
+    "PrivacyBudgetContract",
+    "evaluate_functions",
+    "new_chaincode",
+    "snapshot_root",
+]

@@ -1,0 +1,623 @@
+"""The embedded ledger (CareFed's default backend): the real contracts, in-process, over SQLite in WAL mode.
+
+It runs the very classes a Fabric peer would run (``fabric_network.contracts``) through the contract API's own
+dispatcher, with a stub that answers the chaincode calls the contracts make from SQLite. On top it keeps what
+makes a ledger a ledger:
+
+* **Signed transactions.** Each transaction's proposal (channel, chaincode, tx id, nonce, timestamp, creator
+  MSP id and certificate, function, arguments) is signed by the submitting identity (ECDSA P-256, low S).
+* **Blocks.** Committed transactions are cut into blocks. A block header carries its number, the previous
+  header's SHA-256, the hash of every transaction in order (a transaction's hash covers proposal, signature
+  and result: status, payload, event, writes), their RFC 9162 Merkle root, and the orderer identity's
+  certificate; the orderer signs the header. Block 0 is the genesis block carrying the consortium's
+  configuration (every org's MSP id and CA certificate), signed the same way.
+* **Durability.** ``synchronous=FULL`` in WAL mode: a submit returns after its block's commit is on disk.
+  Several processes may share one ledger file; SQLite's write lock orders their blocks.
+* **Verification.** ``verify`` walks every block (numbering, hash chain, header signature, certificates chained
+  to the genesis CAs, each transaction's id, signature and hash) and replays every committed write, comparing
+  the result with the stored world state and history.
+
+Semantics follow Fabric's: a transaction reads the committed state (not its own writes); a refused transaction
+writes nothing and is not recorded; a repeated transaction id (same idempotency key) is not executed twice.
+
+Trust note: the embedded orderer's key is read from the state directory by every process on the host, so
+this backend proves integrity against later tampering, not against the host operator; the Fabric backend
+spreads that trust over the consortium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from fabric_protos.ledger.queryresult import kv_query_result_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from fabric_network.contracts import CHAINCODE_NAME, evaluate_functions, new_chaincode
+from fabric_network.identities import (
+    ConsortiumMaterial,
+    SigningIdentity,
+    identity_for,
+    is_low_s,
+    load_consortium,
+)
+from fabric_network.ledger import (
+    Call,
+    ContractRejected,
+    Ledger,
+    LedgerConfigError,
+    LedgerError,
+    LedgerEvent,
+    LedgerSettings,
+    TxResult,
+    VerifyReport,
+    encode_argument,
+    serialized_identity,
+    transaction_id,
+    transaction_nonce,
+)
+from fabric_network.merkle import merkle_root
+from fabric_network.shim import ChaincodeStub, ContractChaincode
+
+LEDGER_FILE = "embedded-ledger.sqlite"
+BUSY_TIMEOUT_MS = 60_000
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks (
+    number INTEGER PRIMARY KEY,
+    header BLOB NOT NULL,
+    signature BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transactions (
+    tx_id TEXT PRIMARY KEY,
+    block_number INTEGER NOT NULL,
+    tx_index INTEGER NOT NULL,
+    proposal BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    result BLOB NOT NULL,
+    UNIQUE (block_number, tx_index)
+);
+CREATE TABLE IF NOT EXISTS state (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL,
+    block_number INTEGER NOT NULL,
+    tx_index INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    key BLOB NOT NULL,
+    block_number INTEGER NOT NULL,
+    tx_index INTEGER NOT NULL,
+    tx_id TEXT NOT NULL,
+    value BLOB,
+    timestamp TEXT NOT NULL,
+    PRIMARY KEY (key, block_number, tx_index)
+);
+"""
+
+
+def canonical(value: Any) -> bytes:
+    """Canonical JSON bytes (sorted keys, compact): what gets hashed and signed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def tx_hash(proposal: bytes, signature: bytes, result: bytes) -> bytes:
+    """SHA-256 over the length-prefixed proposal, signature and result (no field can bleed into the next)."""
+    digest = hashlib.sha256()
+    for part in (proposal, signature, result):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode())
+
+
+def _now_timestamp() -> dict[str, int]:
+    nanos = time.time_ns()
+    return {"seconds": nanos // 1_000_000_000, "nanos": nanos % 1_000_000_000}
+
+
+def timestamp_text(stamp: dict[str, int]) -> str:
+    moment = dt.datetime.fromtimestamp(stamp["seconds"], tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{stamp['nanos']:09d}Z"
+
+
+class _AsyncRows:
+    """An async iterator over precomputed rows: what the contract API expects from range and history queries."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = iter(rows)
+
+    def __aiter__(self) -> _AsyncRows:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return next(self._rows)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class EmbeddedStub(ChaincodeStub):  # type: ignore[misc]  # the library ships no type hints
+    """The chaincode stub over SQLite: reads see the committed state (plus earlier transactions of the same
+    block), writes are collected for the ledger to commit or discard. The shim's own ``set_event`` and composite
+    key helpers are inherited; its gRPC plumbing (``__init__``) is not used."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        channel_id: str,
+        tx_id: str,
+        function: str,
+        args: list[str],
+        creator_msp: str,
+        creator_cert: bytes,
+        timestamp: dict[str, int],
+    ) -> None:
+        self._db = db
+        self.channel_id = channel_id
+        self.tx_id = tx_id
+        self.chaincode_id_name = CHAINCODE_NAME
+        self._function = function
+        self._args = args
+        self.creator = {"mspid": creator_msp, "idBytes": creator_cert}
+        self.tx_timestamp = Timestamp(seconds=timestamp["seconds"], nanos=timestamp["nanos"])
+        self._events: list[Any] = []
+        self.writes: dict[str, bytes | None] = {}
+
+    def get_function_and_parameters(self) -> tuple[str, list[str]]:
+        return self._function, list(self._args)
+
+    async def get_state(self, key: str) -> bytes:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key.encode(),)).fetchone()
+        return bytes(row[0]) if row else b""
+
+    async def put_state(self, key: str, value: bytes | str) -> None:
+        if not key:
+            raise ValueError("put_state: key must not be empty")
+        self.writes[key] = value.encode() if isinstance(value, str) else bytes(value)
+
+    async def delete_state(self, key: str) -> None:
+        self.writes[key] = None
+
+    async def get_state_by_range(self, start_key: str, end_key: str) -> _AsyncRows:
+        sql = "SELECT key, value FROM state WHERE key >= ?"
+        params: list[bytes] = [start_key.encode()]
+        if end_key:
+            sql += " AND key < ?"
+            params.append(end_key.encode())
+        rows = self._db.execute(sql + " ORDER BY key", params).fetchall()
+        return _AsyncRows(
+            [kv_query_result_pb2.KV(namespace=CHAINCODE_NAME, key=bytes(k).decode(), value=bytes(v)) for k, v in rows]
+        )
+
+    async def get_history_for_key(self, key: str) -> _AsyncRows:
+        rows = self._db.execute(
+            "SELECT tx_id, value, timestamp FROM history WHERE key = ? ORDER BY block_number, tx_index",
+            (key.encode(),),
+        ).fetchall()
+        modifications = []
+        for tx, value, stamp in rows:
+            moment = dt.datetime.fromisoformat(stamp[:19] + "+00:00")
+            ts = Timestamp(seconds=int(moment.timestamp()), nanos=int(stamp[20:29]))
+            modifications.append(
+                kv_query_result_pb2.KeyModification(
+                    tx_id=tx, value=bytes(value or b""), timestamp=ts, is_delete=value is None
+                )
+            )
+        return _AsyncRows(modifications)
+
+    def event(self) -> dict[str, str] | None:
+        """The transaction's event as Fabric keeps it: the last one set."""
+        if not self._events:
+            return None
+        last = self._events[-1]
+        return {"name": last.event_name, "payload": _b64(bytes(last.payload))}
+
+
+@dataclass(frozen=True)
+class _Executed:
+    """A transaction after execution, ready to commit."""
+
+    tx_id: str
+    proposal: bytes
+    signature: bytes
+    result: bytes
+    payload: Any
+    writes: dict[str, bytes | None]
+    timestamp: str
+
+
+def _parse_payload(payload: bytes) -> Any:
+    if not payload:
+        return None
+    text = payload.decode()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class EmbeddedLedger(Ledger):
+    """The in-process ledger; see the module docstring. Thread-safe (one lock per instance)."""
+
+    def __init__(
+        self,
+        path: Path,
+        identity: SigningIdentity,
+        orderer: SigningIdentity,
+        consortium: ConsortiumMaterial,
+        *,
+        channel: str = "carefed",
+        batch_max_transactions: int = 500,
+    ) -> None:
+        self.path = path
+        self._identity = identity
+        self._orderer = orderer
+        self._consortium = consortium
+        self._channel = channel
+        self._batch_max = batch_max_transactions
+        self._serialized_creator = serialized_identity(identity.msp_id, identity.cert_pem)
+        self._evaluate_only = evaluate_functions()
+        self._lock = threading.RLock()
+        self._closed = False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._db.executescript(SCHEMA)
+        self._loop = asyncio.new_event_loop()
+        self._chaincode: ContractChaincode = new_chaincode()
+        self._ensure_genesis()
+
+    # --- Ledger interface -------------------------------------------------------------------------------------
+
+    @property
+    def msp_id(self) -> str:
+        return self._identity.msp_id
+
+    def submit(self, function: str, *args: Any, idempotency_key: str | None = None) -> TxResult:
+        outcome = self.submit_batch([Call(function, tuple(args), idempotency_key)])[0]
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+    def submit_batch(self, calls: Sequence[Call]) -> list[TxResult | LedgerError]:
+        outcomes: list[TxResult | LedgerError] = []
+        for start in range(0, len(calls), self._batch_max):
+            outcomes += self._commit_block(calls[start : start + self._batch_max])
+        return outcomes
+
+    def evaluate(self, function: str, *args: Any) -> Any:
+        with self._lock:
+            self._check_open()
+            tx = transaction_id(transaction_nonce(None), self._serialized_creator)
+            stub = self._stub(tx, function, [encode_argument(a) for a in args], _now_timestamp())
+            response = self._loop.run_until_complete(self._chaincode.invoke(stub))
+        if response.status != 200:
+            raise ContractRejected(f"{function}: {response.message}")
+        return _parse_payload(response.payload)
+
+    def events(self, from_block: int = 0, *, follow: bool = False, poll_s: float = 0.2) -> Iterator[LedgerEvent]:
+        if from_block < 0:
+            raise LedgerError("from_block: must be ≥ 0")
+        number = from_block
+        while True:
+            with self._lock:
+                self._check_open()
+                exists = self._db.execute("SELECT 1 FROM blocks WHERE number = ?", (number,)).fetchone()
+                rows = self._db.execute(
+                    "SELECT tx_id, proposal, result FROM transactions WHERE block_number = ? ORDER BY tx_index",
+                    (number,),
+                ).fetchall()
+            if not exists:
+                if not follow:
+                    return
+                time.sleep(poll_s)
+                continue
+            for tx, proposal, result in rows:
+                event = json.loads(result)["event"]
+                if event is None:
+                    continue
+                header = json.loads(proposal)
+                yield LedgerEvent(
+                    block_number=number,
+                    tx_id=tx,
+                    timestamp=timestamp_text(header["timestamp"]),
+                    creator_msp=header["creator"]["mspid"],
+                    name=event["name"],
+                    payload=json.loads(unb64(event["payload"])),
+                )
+            number += 1
+
+    def height(self) -> int:
+        with self._lock:
+            self._check_open()
+            row = self._db.execute("SELECT COALESCE(MAX(number) + 1, 0) FROM blocks").fetchone()
+        return int(row[0])
+
+    def block_of(self, tx_id: str) -> int:
+        with self._lock:
+            self._check_open()
+            row = self._db.execute("SELECT block_number FROM transactions WHERE tx_id = ?", (tx_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"tx_id: no committed transaction {tx_id}")
+        return int(row[0])
+
+    def verify(self) -> VerifyReport:
+        from fabric_network.verify import verify_embedded
+
+        with self._lock:
+            self._check_open()
+            return verify_embedded(self._db, self._consortium)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._loop.close()
+            self._db.close()
+
+    # --- history for `carefed ledger history` -------------------------------------------------------------------
+
+    def key_history(self, state_key: str) -> list[dict[str, Any]]:
+        """Every committed version of a state key, oldest first (block, tx, time, value or None if deleted)."""
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                "SELECT block_number, tx_index, tx_id, timestamp, value FROM history WHERE key = ? "
+                "ORDER BY block_number, tx_index",
+                (state_key.encode(),),
+            ).fetchall()
+        return [
+            {
+                "block_number": block,
+                "tx_index": index,
+                "tx_id": tx,
+                "timestamp": stamp,
+                "value": None if value is None else _parse_payload(bytes(value)),
+            }
+            for block, index, tx, stamp, value in rows
+        ]
+
+    # --- internals -----------------------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+
+    def _stub(self, tx: str, function: str, args: list[str], stamp: dict[str, int]) -> EmbeddedStub:
+        return EmbeddedStub(
+            self._db,
+            channel_id=self._channel,
+            tx_id=tx,
+            function=function,
+            args=args,
+            creator_msp=self._identity.msp_id,
+            creator_cert=self._identity.cert_pem,
+            timestamp=stamp,
+        )
+
+    def _execute(self, call: Call, tx: str, nonce: bytes) -> _Executed | ContractRejected:
+        """Simulate one transaction against the state as of now (inside the open block's SQL transaction)."""
+        args = [encode_argument(a) for a in call.args]
+        stamp = _now_timestamp()
+        stub = self._stub(tx, call.function, args, stamp)
+        response = self._loop.run_until_complete(self._chaincode.invoke(stub))
+        if response.status != 200:
+            return ContractRejected(f"{call.function}: {response.message}")
+        proposal = canonical(
+            {
+                "channel": self._channel,
+                "chaincode": CHAINCODE_NAME,
+                "tx_id": tx,
+                "nonce": nonce.hex(),
+                "timestamp": stamp,
+                "creator": {"mspid": self._identity.msp_id, "cert": self._identity.cert_pem.decode()},
+                "function": call.function,
+                "args": args,
+            }
+        )
+        result = canonical(
+            {
+                "status": response.status,
+                "payload": _b64(bytes(response.payload)),
+                "event": stub.event(),
+                "writes": [[k, None if v is None else _b64(v)] for k, v in stub.writes.items()],
+            }
+        )
+        return _Executed(
+            tx_id=tx,
+            proposal=proposal,
+            signature=self._identity.sign(proposal),
+            result=result,
+            payload=_parse_payload(bytes(response.payload)),
+            writes=stub.writes,
+            timestamp=timestamp_text(stamp),
+        )
+
+    def _commit_block(self, calls: Sequence[Call]) -> list[TxResult | LedgerError]:
+        """Execute ``calls`` in order and commit the accepted ones as one block, durably, under the write lock."""
+        with self._lock:
+            self._check_open()
+            outcomes: list[TxResult | LedgerError | _Executed] = []
+            executed: list[_Executed] = []
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                number, previous = self._head()
+                in_block: set[str] = set()
+                for call in calls:
+                    if call.function in self._evaluate_only:
+                        outcomes.append(LedgerError(f"{call.function}: is read-only; use evaluate"))
+                        continue
+                    try:
+                        nonce = transaction_nonce(call.idempotency_key)
+                    except LedgerError as exc:
+                        outcomes.append(exc)
+                        continue
+                    tx = transaction_id(nonce, self._serialized_creator)
+                    prior = self._committed(tx)
+                    if prior is not None or tx in in_block:
+                        outcomes.append(prior or LedgerError("idempotency_key: repeated within one batch"))
+                        continue
+                    done = self._execute(call, tx, nonce)
+                    if isinstance(done, _Executed):
+                        self._apply(done, number, len(executed))
+                        executed.append(done)
+                        in_block.add(tx)
+                    outcomes.append(done)
+                if executed:
+                    self._append_block(number, previous, executed)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [TxResult(o.tx_id, number, o.payload) if isinstance(o, _Executed) else o for o in outcomes]
+
+    def _committed(self, tx: str) -> TxResult | None:
+        row = self._db.execute("SELECT block_number, result FROM transactions WHERE tx_id = ?", (tx,)).fetchone()
+        if row is None:
+            return None
+        payload = _parse_payload(unb64(json.loads(row[1])["payload"]))
+        return TxResult(tx, int(row[0]), payload, duplicate=True)
+
+    def _head(self) -> tuple[int, str]:
+        row = self._db.execute("SELECT number, header FROM blocks ORDER BY number DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, ""
+        return int(row[0]) + 1, hashlib.sha256(bytes(row[1])).hexdigest()
+
+    def _apply(self, done: _Executed, block_number: int, index: int) -> None:
+        for state_key, value in done.writes.items():
+            raw_key = state_key.encode()
+            if value is None:
+                self._db.execute("DELETE FROM state WHERE key = ?", (raw_key,))
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state (key, value, block_number, tx_index) VALUES (?, ?, ?, ?)",
+                    (raw_key, value, block_number, index),
+                )
+            self._db.execute(
+                "INSERT INTO history (key, block_number, tx_index, tx_id, value, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+                (raw_key, block_number, index, done.tx_id, value, done.timestamp),
+            )
+        self._db.execute(
+            "INSERT INTO transactions (tx_id, block_number, tx_index, proposal, signature, result) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (done.tx_id, block_number, index, done.proposal, done.signature, done.result),
+        )
+
+    def _append_block(self, number: int, previous: str, transactions: Sequence[_Executed]) -> None:
+        hashes_hex = [tx_hash(t.proposal, t.signature, t.result).hex() for t in transactions]
+        header = canonical(
+            {
+                "number": number,
+                "previous_hash": previous,
+                "tx_hashes": hashes_hex,
+                "data_hash": merkle_root([bytes.fromhex(h) for h in hashes_hex]).hex(),
+                "timestamp": timestamp_text(_now_timestamp()),
+                "orderer": {"mspid": self._orderer.msp_id, "cert": self._orderer.cert_pem.decode()},
+            }
+        )
+        self._db.execute(
+            "INSERT INTO blocks (number, header, signature) VALUES (?, ?, ?)",
+            (number, header, self._orderer.sign(header)),
+        )
+
+    def _ensure_genesis(self) -> None:
+        """Write block 0 (the consortium configuration) once; every process checks under the write lock."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM blocks WHERE number = 0").fetchone():
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("SELECT 1 FROM blocks WHERE number = 0").fetchone() is None:
+                    config = genesis_config(self._consortium, self._channel)
+                    proposal = canonical({"type": "config", "config": config})
+                    stamp = _now_timestamp()
+                    done = _Executed(
+                        tx_id=hashlib.sha256(proposal).hexdigest(),
+                        proposal=proposal,
+                        signature=self._orderer.sign(proposal),
+                        result=canonical({"status": 200, "payload": "", "event": None, "writes": []}),
+                        payload=None,
+                        writes={},
+                        timestamp=timestamp_text(stamp),
+                    )
+                    self._apply(done, 0, 0)
+                    self._append_block(0, "", [done])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+
+def genesis_config(consortium: ConsortiumMaterial, channel: str) -> dict[str, Any]:
+    """The configuration block 0 commits to: channel, chaincode and each org's MSP id and CA certificate."""
+    return {
+        "channel": channel,
+        "chaincode": CHAINCODE_NAME,
+        "orderer_msp": consortium.orderer.msp_id,
+        "orgs": [
+            {"msp_id": org.msp_id, "ca_cert": Path(org.ca_cert).read_text()}
+            for org in (consortium.orderer, *consortium.hospitals)
+        ],
+    }
+
+
+def verify_signature(cert_pem: bytes, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is a valid low-S ECDSA P-256/SHA-256 signature of ``data`` by the certificate's key."""
+    try:
+        key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not is_low_s(signature):
+            return False
+        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def ledger_path(state_dir: Path) -> Path:
+    """Where the embedded ledger of a state directory lives."""
+    return Path(state_dir) / "ledger" / LEDGER_FILE
+
+
+def open_embedded_ledger(settings: LedgerSettings) -> EmbeddedLedger:
+    """The factory ``open_ledger`` uses for ``backend = "embedded"``."""
+    from fabric_network.identities import IdentityError
+
+    try:
+        consortium = load_consortium(settings.state_dir)
+        identity = identity_for(consortium, settings.org, settings.role)
+        orderer = identity_for(consortium, consortium.orderer.name, "node")
+    except IdentityError as exc:
+        raise LedgerConfigError(str(exc)) from None
+    return EmbeddedLedger(
+        ledger_path(settings.state_dir),
+        identity,
+        orderer,
+        consortium,
+        channel=settings.channel,
+        batch_max_transactions=settings.batch_max_transactions,
+    )

@@ -1,0 +1,614 @@
+"""A native Hyperledger Fabric v3.1.5 network for the consortium: configuration, packaging, lifecycle.
+
+``carefed fabric up`` follows the recipe of FABRIC.md §7 with the identities of ``carefed ledger init``:
+one orderer (single-node Raft, channel participation API, short BatchTimeout), one peer per hospital (LevelDB,
+TLS, gateway, gossip external endpoint and anchor peer so other orgs and discovery see it), the channel
+joined through osnadmin and ``peer channel join``, CareFed's contracts packaged as chaincode-as-a-service,
+installed on every peer, approved by every hospital and committed with a majority endorsement policy, one
+Python chaincode server per hospital, and a Gateway read to prove it all works.
+
+Every port is ``--base-port`` plus a fixed offset (:class:`PortPlan`), so two networks with base ports at
+least :meth:`PortPlan.span` apart never collide. All state (ledgers, logs, pid files, generated config) lives
+under ``<state-dir>/fabric``; ``up`` on an existing state directory restarts the processes on their ledgers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fabric_network.fabric_install import FabricHome
+from fabric_network.gateway import FabricError, FabricGateway, GatewayConnection
+from fabric_network.identities import ConsortiumMaterial, OrgMaterial, load_consortium
+from fabric_network.processes import Supervisor
+
+CHANNEL = "carefed"
+CHAINCODE = "carefed"
+CHAINCODE_VERSION = "1.0"
+CHAINCODE_LABEL = "carefed_1.0"
+BATCH_TIMEOUT = "250ms"  # FABRIC.md §5: the default 2 s is ~2 s per isolated submit
+DEFAULT_BASE_PORT = 17050
+LOCALHOST = "127.0.0.1"
+
+
+class NetworkError(RuntimeError):
+    """``fabric up/status/down`` cannot proceed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    """Every port of a network as ``base`` + offset: orderer first, then a block of 10 per hospital."""
+
+    base: int
+    hospitals: int
+
+    ORDERER_BLOCK = 10
+    PEER_BLOCK = 10
+
+    @property
+    def orderer(self) -> int:
+        return self.base
+
+    @property
+    def orderer_admin(self) -> int:
+        return self.base + 1
+
+    @property
+    def orderer_operations(self) -> int:
+        return self.base + 2
+
+    def _peer_base(self, index: int) -> int:
+        return self.base + self.ORDERER_BLOCK + self.PEER_BLOCK * index
+
+    def peer(self, index: int) -> int:
+        return self._peer_base(index)
+
+    def peer_chaincode(self, index: int) -> int:
+        """The peer's own chaincode listener (unused with CCaaS, but a peer binds it anyway)."""
+        return self._peer_base(index) + 1
+
+    def peer_operations(self, index: int) -> int:
+        return self._peer_base(index) + 2
+
+    def chaincode_server(self, index: int) -> int:
+        return self._peer_base(index) + 3
+
+    def span(self) -> int:
+        """How many consecutive ports from ``base`` this network may use."""
+        return self.ORDERER_BLOCK + self.PEER_BLOCK * self.hospitals
+
+    def all_ports(self) -> list[int]:
+        ports = [self.orderer, self.orderer_admin, self.orderer_operations]
+        for i in range(self.hospitals):
+            ports += [self.peer(i), self.peer_chaincode(i), self.peer_operations(i), self.chaincode_server(i)]
+        return ports
+
+    def validate(self) -> None:
+        if not self.base >= 1024 or self.base + self.span() > 65535:
+            raise NetworkError(
+                f"--base-port {self.base}: must leave {self.span()} ports between 1024 and 65535 "
+                f"(use e.g. {DEFAULT_BASE_PORT})"
+            )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one network's files live under ``<state-dir>/fabric``."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, state_dir: Path) -> Layout:
+        return cls(state_dir.resolve() / "fabric")
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "network.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def channel_block(self) -> Path:
+        return self.root / "config" / f"{CHANNEL}.block"
+
+    @property
+    def package(self) -> Path:
+        return self.root / "config" / f"{CHAINCODE_LABEL}.tar.gz"
+
+    def data(self, node: str) -> Path:
+        return self.root / "data" / node
+
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.root / "pids", self.root / "logs")
+
+
+# --- configuration ---------------------------------------------------------------------------------------------
+
+
+def majority(count: int) -> int:
+    return count // 2 + 1
+
+
+def endorsement_policy(hospitals: Sequence[OrgMaterial]) -> str:
+    """A signature policy needing peers of a majority of the hospitals."""
+    members = ", ".join(f"'{h.msp_id}.peer'" for h in hospitals)
+    return f"OutOf({majority(len(hospitals))}, {members})"
+
+
+def _org_policies(msp_id: str, writer_role: str) -> dict[str, Any]:
+    def signature(rule: str) -> dict[str, str]:
+        return {"Type": "Signature", "Rule": rule}
+
+    return {
+        "Readers": signature(f"OR('{msp_id}.member')"),
+        "Writers": signature(f"OR('{msp_id}.{writer_role}')"),
+        "Admins": signature(f"OR('{msp_id}.admin')"),
+    }
+
+
+def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
+    """configtx.yaml for one channel with the V3_0 capability (no system channel, no global orderer addresses)."""
+    orderer = consortium.orderer
+    orderer_tls = Path(orderer.node.tls_dir) / "server.crt"
+    orderer_org = {
+        "Name": orderer.msp_id,
+        "ID": orderer.msp_id,
+        "MSPDir": orderer.msp_dir,
+        "Policies": _org_policies(orderer.msp_id, "member"),
+        "OrdererEndpoints": [f"{LOCALHOST}:{ports.orderer}"],
+    }
+    hospital_orgs = []
+    for index, hospital in enumerate(consortium.hospitals):
+        policies = _org_policies(hospital.msp_id, "member")
+        policies["Endorsement"] = {"Type": "Signature", "Rule": f"OR('{hospital.msp_id}.peer')"}
+        hospital_orgs.append(
+            {
+                "Name": hospital.msp_id,
+                "ID": hospital.msp_id,
+                "MSPDir": hospital.msp_dir,
+                "Policies": policies,
+                "AnchorPeers": [{"Host": LOCALHOST, "Port": ports.peer(index)}],
+            }
+        )
+
+    def implicit(rule: str) -> dict[str, str]:
+        return {"Type": "ImplicitMeta", "Rule": rule}
+
+    profile = {
+        "Policies": {
+            "Readers": implicit("ANY Readers"),
+            "Writers": implicit("ANY Writers"),
+            "Admins": implicit("MAJORITY Admins"),
+        },
+        "Capabilities": {"V3_0": True},
+        "Orderer": {
+            "OrdererType": "etcdraft",
+            "EtcdRaft": {
+                "Consenters": [
+                    {
+                        "Host": LOCALHOST,
+                        "Port": ports.orderer,
+                        "ClientTLSCert": str(orderer_tls),
+                        "ServerTLSCert": str(orderer_tls),
+                    }
+                ],
+                "Options": {"TickInterval": "500ms", "ElectionTick": 10, "HeartbeatTick": 1},
+            },
+            "BatchTimeout": BATCH_TIMEOUT,
+            "BatchSize": {"MaxMessageCount": 500, "AbsoluteMaxBytes": "10 MB", "PreferredMaxBytes": "2 MB"},
+            "Organizations": [orderer_org],
+            "Policies": {
+                "Readers": implicit("ANY Readers"),
+                "Writers": implicit("ANY Writers"),
+                "Admins": implicit("MAJORITY Admins"),
+                "BlockValidation": implicit("ANY Writers"),
+            },
+            "Capabilities": {"V2_0": True},
+        },
+        "Application": {
+            "Organizations": hospital_orgs,
+            "Policies": {
+                "Readers": implicit("ANY Readers"),
+                "Writers": implicit("ANY Writers"),
+                "Admins": implicit("MAJORITY Admins"),
+                "LifecycleEndorsement": implicit("MAJORITY Endorsement"),
+                "Endorsement": implicit("MAJORITY Endorsement"),
+            },
+            "Capabilities": {"V2_5": True},
+        },
+    }
+    return {"Profiles": {"CareFedChannel": profile}}
+
+
+def ccaas_package(label: str, connection: Mapping[str, Any]) -> bytes:
+    """A chaincode-as-a-service package, byte-for-byte reproducible (fixed mtimes, owners and gzip header).
+
+    Fabric accepts only two regular files named exactly ``metadata.json`` and ``code.tar.gz``
+    (``core/chaincode/persistence/chaincode_package.go``); the package id is ``label:sha256(package)``, so a
+    timestamp inside would change the id on every ``up``.
+    """
+    code = _tar_gz({"connection.json": json.dumps(connection, sort_keys=True).encode()})
+    metadata = json.dumps({"type": "ccaas", "label": label}, sort_keys=True).encode()
+    return _tar_gz({"metadata.json": metadata, "code.tar.gz": code})
+
+
+def _tar_gz(files: Mapping[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(content), 0o644, 0
+            tar.addfile(info, io.BytesIO(content))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def package_id(label: str, package: bytes) -> str:
+    return f"{label}:{hashlib.sha256(package).hexdigest()}"
+
+
+def connection_template() -> dict[str, Any]:
+    """connection.json with ccaas_builder template fields, filled per peer from CHAINCODE_AS_A_SERVICE_BUILDER_CONFIG.
+
+    One package (one package id) then serves every hospital's own chaincode server.
+    """
+    return {"address": "{{.address}}", "dial_timeout": "10s", "tls_required": True, "root_cert": "{{.root_cert}}"}
+
+
+# --- process environments ----------------------------------------------------------------------------------------
+
+
+def _base_env(home: FabricHome) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_", "ORDERER_", "FABRIC_"))}
+    env["FABRIC_CFG_PATH"] = str(home.config)
+    return env
+
+
+def orderer_env(home: FabricHome, layout: Layout, consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, str]:
+    orderer = consortium.orderer
+    tls = Path(orderer.node.tls_dir)
+    data = layout.data("orderer")
+    return _base_env(home) | {
+        "ORDERER_GENERAL_LISTENADDRESS": LOCALHOST,
+        "ORDERER_GENERAL_LISTENPORT": str(ports.orderer),
+        "ORDERER_GENERAL_LOCALMSPID": orderer.msp_id,
+        "ORDERER_GENERAL_LOCALMSPDIR": orderer.node.msp_dir,
+        "ORDERER_GENERAL_TLS_ENABLED": "true",
+        "ORDERER_GENERAL_TLS_PRIVATEKEY": str(tls / "server.key"),
+        "ORDERER_GENERAL_TLS_CERTIFICATE": str(tls / "server.crt"),
+        "ORDERER_GENERAL_TLS_ROOTCAS": f"[{tls / 'ca.crt'}]",
+        "ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE": str(tls / "server.crt"),
+        "ORDERER_GENERAL_CLUSTER_CLIENTPRIVATEKEY": str(tls / "server.key"),
+        "ORDERER_GENERAL_CLUSTER_ROOTCAS": f"[{tls / 'ca.crt'}]",
+        "ORDERER_GENERAL_BOOTSTRAPMETHOD": "none",
+        "ORDERER_CHANNELPARTICIPATION_ENABLED": "true",
+        "ORDERER_FILELEDGER_LOCATION": str(data / "ledger"),
+        "ORDERER_CONSENSUS_WALDIR": str(data / "etcdraft" / "wal"),
+        "ORDERER_CONSENSUS_SNAPDIR": str(data / "etcdraft" / "snapshot"),
+        "ORDERER_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.orderer_operations}",
+        "ORDERER_ADMIN_LISTENADDRESS": f"{LOCALHOST}:{ports.orderer_admin}",
+        "ORDERER_ADMIN_TLS_ENABLED": "false",
+        "ORDERER_METRICS_PROVIDER": "disabled",
+    }
+
+
+def peer_env(
+    home: FabricHome, layout: Layout, consortium: ConsortiumMaterial, ports: PortPlan, index: int
+) -> dict[str, str]:
+    hospital = consortium.hospitals[index]
+    tls = Path(hospital.node.tls_dir)
+    data = layout.data(hospital.node.name)
+    address = f"{LOCALHOST}:{ports.peer(index)}"
+    builder_config = {
+        "address": f"{LOCALHOST}:{ports.chaincode_server(index)}",
+        "root_cert": (tls / "ca.crt").read_text(),
+    }
+    builder = [
+        {
+            "name": "ccaas",
+            "path": str(home.ccaas_builder),
+            "propagateEnvironment": ["CHAINCODE_AS_A_SERVICE_BUILDER_CONFIG"],
+        }
+    ]
+    return _base_env(home) | {
+        "CORE_PEER_ID": hospital.node.name,
+        "CORE_PEER_ADDRESS": address,
+        "CORE_PEER_LISTENADDRESS": address,
+        "CORE_PEER_CHAINCODEADDRESS": f"{LOCALHOST}:{ports.peer_chaincode(index)}",
+        "CORE_PEER_CHAINCODELISTENADDRESS": f"{LOCALHOST}:{ports.peer_chaincode(index)}",
+        "CORE_PEER_GOSSIP_BOOTSTRAP": address,
+        "CORE_PEER_GOSSIP_EXTERNALENDPOINT": address,
+        "CORE_PEER_LOCALMSPID": hospital.msp_id,
+        "CORE_PEER_MSPCONFIGPATH": hospital.node.msp_dir,
+        "CORE_PEER_TLS_ENABLED": "true",
+        "CORE_PEER_TLS_CERT_FILE": str(tls / "server.crt"),
+        "CORE_PEER_TLS_KEY_FILE": str(tls / "server.key"),
+        "CORE_PEER_TLS_ROOTCERT_FILE": str(tls / "ca.crt"),
+        "CORE_PEER_FILESYSTEMPATH": str(data / "production"),
+        "CORE_LEDGER_SNAPSHOTS_ROOTDIR": str(data / "snapshots"),
+        "CORE_LEDGER_STATE_STATEDATABASE": "goleveldb",
+        "CORE_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.peer_operations(index)}",
+        "CORE_METRICS_PROVIDER": "disabled",
+        "CORE_PEER_GATEWAY_ENABLED": "true",
+        "CORE_VM_ENDPOINT": "",
+        "CORE_CHAINCODE_EXTERNALBUILDERS": json.dumps(builder),  # JSON is YAML, and viper parses it strictly
+        "CHAINCODE_AS_A_SERVICE_BUILDER_CONFIG": json.dumps(builder_config),
+    }
+
+
+def admin_env(home: FabricHome, consortium: ConsortiumMaterial, ports: PortPlan, index: int) -> dict[str, str]:
+    """The environment of the `peer` CLI acting as a hospital's admin against its own peer."""
+    hospital = consortium.hospitals[index]
+    return _base_env(home) | {
+        "CORE_PEER_LOCALMSPID": hospital.msp_id,
+        "CORE_PEER_MSPCONFIGPATH": hospital.admin.msp_dir,
+        "CORE_PEER_ADDRESS": f"{LOCALHOST}:{ports.peer(index)}",
+        "CORE_PEER_TLS_ENABLED": "true",
+        "CORE_PEER_TLS_ROOTCERT_FILE": str(Path(hospital.node.tls_dir) / "ca.crt"),
+    }
+
+
+def chaincode_env(consortium: ConsortiumMaterial, ports: PortPlan, index: int, package: str) -> dict[str, str]:
+    tls = Path(consortium.hospitals[index].node.tls_dir)
+    return {k: v for k, v in os.environ.items() if not k.startswith("CORE_")} | {
+        "CHAINCODE_ID": package,
+        "CHAINCODE_SERVER_ADDRESS": f"{LOCALHOST}:{ports.chaincode_server(index)}",
+        "CORE_TLS_CLIENT_KEY_PATH": str(tls / "server.key"),
+        "CORE_TLS_CLIENT_CERT_PATH": str(tls / "server.crt"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+
+
+# --- lifecycle ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `up` created, so that `up` again restarts the same network and `down` knows it."""
+
+    hospitals: list[str]
+    base_port: int
+    package_id: str
+
+
+def _run(argv: Sequence[str], env: Mapping[str, str], what: str) -> str:
+    result = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise NetworkError(f"{what} failed:\n{(result.stderr or result.stdout).strip()}")
+    return result.stdout + result.stderr
+
+
+def _retry(argv: Sequence[str], env: Mapping[str, str], what: str, attempts: int = 20, delay_s: float = 1.0) -> str:
+    """Peers learn about each other, the channel and new installs through gossip: retry until they have."""
+    for attempt in range(attempts):
+        try:
+            return _run(argv, env, what)
+        except NetworkError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(delay_s)
+    raise AssertionError("unreachable")
+
+
+def _orderer_tls_args(consortium: ConsortiumMaterial, ports: PortPlan) -> list[str]:
+    ca = Path(consortium.orderer.node.tls_dir) / "ca.crt"
+    return ["-o", f"{LOCALHOST}:{ports.orderer}", "--tls", "--cafile", str(ca)]
+
+
+def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_port: int | None = None) -> Manifest:
+    """Create (first time) or restart (afterwards) the network in ``state_dir``; returns its manifest."""
+    home.require_installed()
+    layout = Layout.of(state_dir)
+    consortium = load_consortium(state_dir)
+    previous = Manifest(**json.loads(layout.manifest.read_text())) if layout.manifest.exists() else None
+    names = [h.name for h in consortium.hospitals]
+    if hospitals is not None and hospitals != len(names):
+        raise NetworkError(
+            f"--hospitals {hospitals}: the identities in {state_dir} are for {len(names)} hospitals "
+            f"({', '.join(names)}); run `carefed ledger init --hospitals {hospitals}` in a new --state-dir"
+        )
+    if previous and base_port is not None and base_port != previous.base_port:
+        raise NetworkError(
+            f"--base-port {base_port}: this network was created on base port {previous.base_port}; "
+            "its channel configuration names those ports (omit --base-port, or use a new --state-dir)"
+        )
+    ports = PortPlan(previous.base_port if previous else base_port or DEFAULT_BASE_PORT, len(names))
+    ports.validate()
+    supervisor = layout.supervisor()
+    layout.config.mkdir(parents=True, exist_ok=True)
+
+    package = ccaas_package(CHAINCODE_LABEL, connection_template())
+    layout.package.write_bytes(package)
+    manifest = Manifest(names, ports.base, package_id(CHAINCODE_LABEL, package))
+    first_time = not layout.channel_block.exists()
+    if first_time:
+        (layout.config / "configtx.yaml").write_text(yaml.safe_dump(configtx(consortium, ports), sort_keys=False))
+        _run(
+            [
+                str(home.binary("configtxgen")),
+                "-configPath",
+                str(layout.config),
+                "-profile",
+                "CareFedChannel",
+                "-channelID",
+                CHANNEL,
+                "-outputBlock",
+                str(layout.channel_block),
+            ],
+            _base_env(home),
+            "configtxgen",
+        )
+
+    orderer = supervisor.start(
+        "orderer", [str(home.binary("orderer"))], orderer_env(home, layout, consortium, ports), ports.orderer
+    )
+    supervisor.wait_serving(orderer)
+    channels = _run(
+        [str(home.binary("osnadmin")), "channel", "list", "-o", f"{LOCALHOST}:{ports.orderer_admin}"],
+        _base_env(home),
+        "osnadmin channel list",
+    )
+    if f'"{CHANNEL}"' not in channels:
+        _run(
+            [
+                str(home.binary("osnadmin")),
+                "channel",
+                "join",
+                "--channelID",
+                CHANNEL,
+                "--config-block",
+                str(layout.channel_block),
+                "-o",
+                f"{LOCALHOST}:{ports.orderer_admin}",
+            ],
+            _base_env(home),
+            "osnadmin channel join",
+        )
+
+    peer = str(home.binary("peer"))
+    for index, hospital in enumerate(consortium.hospitals):
+        record = supervisor.start(
+            f"peer-{hospital.name}",
+            [peer, "node", "start"],
+            peer_env(home, layout, consortium, ports, index),
+            ports.peer(index),
+        )
+        supervisor.wait_serving(record)
+        admin = admin_env(home, consortium, ports, index)
+        if CHANNEL not in _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})"):
+            _retry([peer, "channel", "join", "-b", str(layout.channel_block)], admin, f"join {hospital.name}")
+        installed = _run([peer, "lifecycle", "chaincode", "queryinstalled"], admin, "queryinstalled")
+        if manifest.package_id not in installed:
+            _run([peer, "lifecycle", "chaincode", "install", str(layout.package)], admin, f"install {hospital.name}")
+        record = supervisor.start(
+            f"chaincode-{hospital.name}",
+            [sys.executable, "-m", "fabric_network.chaincode_service"],
+            chaincode_env(consortium, ports, index, manifest.package_id),
+            ports.chaincode_server(index),
+        )
+        supervisor.wait_serving(record)
+
+    if first_time or previous is None:
+        _define_chaincode(home, consortium, ports, manifest.package_id)
+    layout.manifest.write_text(json.dumps(asdict(manifest), indent=2))
+    wait_for_gateway_read(state_dir)
+    return manifest
+
+
+def connect(
+    state_dir: Path, hospital: str | None = None, role: Literal["client", "admin", "node"] = "client"
+) -> FabricGateway:
+    """A Gateway client for a hospital's identity (the first hospital by default) on that hospital's peer."""
+    from fabric_network.identities import identity_for
+
+    layout = Layout.of(state_dir)
+    if not layout.manifest.exists():
+        raise NetworkError(f"--state-dir {state_dir}: no Fabric network here; run `carefed fabric up` first")
+    manifest = Manifest(**json.loads(layout.manifest.read_text()))
+    consortium = load_consortium(state_dir)
+    org = consortium.org(hospital or manifest.hospitals[0])
+    index = manifest.hospitals.index(org.name)
+    ports = PortPlan(manifest.base_port, len(manifest.hospitals))
+    connection = GatewayConnection(
+        endpoint=f"{LOCALHOST}:{ports.peer(index)}",
+        tls_root_cert_pem=Path(org.tlsca_cert).read_bytes(),
+        channel=CHANNEL,
+        chaincode=CHAINCODE,
+    )
+    return FabricGateway(connection, identity_for(consortium, org.name, role))
+
+
+def wait_for_gateway_read(state_dir: Path, timeout_s: float = 120.0) -> None:
+    """Until the chaincode answers a read through the gateway (discovery, launch and connection all done)."""
+    deadline = time.monotonic() + timeout_s
+    gateway = connect(state_dir)
+    try:
+        while True:
+            try:
+                gateway.evaluate("org.hyperledger.fabric:get_metadata")
+                return
+            except FabricError as exc:
+                if time.monotonic() > deadline:
+                    raise NetworkError(f"the network started but no gateway read succeeded: {exc}") from exc
+                time.sleep(1.0)
+    finally:
+        gateway.close()
+
+
+def _define_chaincode(home: FabricHome, consortium: ConsortiumMaterial, ports: PortPlan, package: str) -> None:
+    """Approve for every hospital, then commit once with every hospital's peer as endorser of the commit."""
+    peer = str(home.binary("peer"))
+    definition = [
+        "--channelID",
+        CHANNEL,
+        "--name",
+        CHAINCODE,
+        "--version",
+        CHAINCODE_VERSION,
+        "--sequence",
+        "1",
+        "--signature-policy",
+        endorsement_policy(consortium.hospitals),
+    ]
+    orderer_args = _orderer_tls_args(consortium, ports)
+    for index, hospital in enumerate(consortium.hospitals):
+        _retry(
+            [peer, "lifecycle", "chaincode", "approveformyorg", *orderer_args, *definition, "--package-id", package],
+            admin_env(home, consortium, ports, index),
+            f"approve for {hospital.name}",
+        )
+    targets: list[str] = []
+    for index, hospital in enumerate(consortium.hospitals):
+        ca = Path(hospital.node.tls_dir) / "ca.crt"
+        targets += ["--peerAddresses", f"{LOCALHOST}:{ports.peer(index)}", "--tlsRootCertFiles", str(ca)]
+    _retry(
+        [peer, "lifecycle", "chaincode", "commit", *orderer_args, *definition, *targets],
+        admin_env(home, consortium, ports, 0),
+        "commit the chaincode definition",
+    )
+
+
+def down(state_dir: Path, purge: bool = False) -> list[str]:
+    """Stop exactly the processes `up` started (chaincode servers, peers, orderer); ``purge`` deletes the state."""
+    layout = Layout.of(state_dir)
+    supervisor = layout.supervisor()
+    order = sorted(supervisor.records(), key=lambda r: (not r.name.startswith("chaincode"), r.name == "orderer"))
+    stopped = [record.name for record in order if supervisor.stop(record.name)]
+    if purge and layout.root.exists():
+        shutil.rmtree(layout.root)
+    return stopped
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int
+    port: int
+    running: bool
+    serving: bool
+
+
+def status(state_dir: Path) -> list[ProcessStatus]:
+    from fabric_network.processes import port_open
+
+    supervisor = Layout.of(state_dir).supervisor()
+    result = []
+    for record in supervisor.records():
+        running = supervisor.is_running(record)
+        result.append(ProcessStatus(record.name, record.pid, record.port, running, running and port_open(record.port)))
+    return result

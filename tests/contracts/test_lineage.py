@@ -1,0 +1,106 @@
+"""LineageContract through the Ledger interface: a run, its rounds, a model, and the model's lineage."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fabric_network.ledger import Ledger
+from tests.contracts.conftest import new_id, new_pseudonym
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+RUN_SPEC = {
+    "purpose": "HRESCH",
+    "hospitals": ["HospitalAMSP", "HospitalBMSP"],
+    "dp": {"epsilon": 3.0, "delta": 1e-5, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "accountant": "rdp"},
+    "he": {"scheme": "ckks", "poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [40, 40], "global_scale_bits": 30},
+    "code_version": "0.1.0",
+    "model_name": "breast-cancer-mlp",
+}
+
+
+def _snapshot(ledger: Ledger) -> dict[str, Any]:
+    pseudonym = new_pseudonym()
+    ledger.submit("ConsentContract:record_consent", pseudonym, "HRESCH", "research", "2026-01-01T00:00:00Z", "")
+    return ledger.submit("ConsentContract:create_consent_snapshot", new_id("snap"), "HRESCH", [pseudonym]).result
+
+
+def _round(number: int, snapshots: dict[str, dict[str, Any]], run_id: str) -> dict[str, Any]:
+    return {
+        "round": number,
+        "participants": [
+            {
+                "hospital": hospital,
+                "consent_snapshot_id": snap["snapshot_id"],
+                "consent_snapshot_root": snap["root"],
+                "epsilon_spent": 0.5,
+                "num_examples": 120,
+                "update_sha256": _sha(f"{run_id}-{hospital}-{number}"),
+            }
+            for hospital, snap in snapshots.items()
+        ],
+        "model_sha256": _sha(f"{run_id}-model-{number}"),
+        "metrics": {"auc": 0.9 + number / 100},
+    }
+
+
+@pytest.fixture
+def run_with_snapshots(consortium: Ledger, hospital_a: Ledger, hospital_b: Ledger) -> tuple[str, dict[str, Any]]:
+    run_id = new_id("run")
+    consortium.submit("LineageContract:register_run", run_id, RUN_SPEC)
+    return run_id, {"HospitalAMSP": _snapshot(hospital_a), "HospitalBMSP": _snapshot(hospital_b)}
+
+
+def test_lineage_of_a_model_lists_every_round(consortium: Ledger, run_with_snapshots) -> None:
+    run_id, snapshots = run_with_snapshots
+    for number in (1, 2, 3):
+        consortium.submit("LineageContract:record_round", run_id, _round(number, snapshots, run_id))
+    model_id = new_id("model")
+    consortium.submit(
+        "LineageContract:register_model",
+        model_id,
+        {
+            "run_id": run_id,
+            "round": 3,
+            "sha256": _sha(f"{run_id}-model-3"),
+            "name": "breast-cancer-mlp",
+            "version": "1",
+        },
+    )
+    lineage = consortium.evaluate("LineageContract:get_model_lineage", model_id)
+    assert [r["round"] for r in lineage["rounds"]] == [1, 2, 3]
+    assert lineage["run"]["dp"]["epsilon"] == 3.0 and lineage["model"]["sha256"] == _sha(f"{run_id}-model-3")
+    roots = {p["hospital"]: p["consent_snapshot_root"] for p in lineage["rounds"][0]["participants"]}
+    assert roots == {h: s["root"] for h, s in snapshots.items()}
+    assert any(m["model_id"] == model_id for m in consortium.evaluate("LineageContract:list_models"))
+
+
+def test_round_must_point_at_real_snapshots(
+    consortium: Ledger, run_with_snapshots, refused: Callable[..., str]
+) -> None:
+    run_id, snapshots = run_with_snapshots
+    forged = _round(1, snapshots, run_id)
+    forged["participants"][1]["consent_snapshot_root"] = _sha("forged")
+    record_round = "LineageContract:record_round"
+    assert "participants[1].consent_snapshot_root" in refused(consortium, record_round, run_id, forged)
+    swapped = _round(1, snapshots, run_id)
+    swapped["participants"][0]["consent_snapshot_id"] = snapshots["HospitalBMSP"]["snapshot_id"]
+    assert "participants[0].consent_snapshot_id" in refused(consortium, record_round, run_id, swapped)
+
+
+def test_model_hash_must_match_its_round(consortium: Ledger, run_with_snapshots, refused: Callable[..., str]) -> None:
+    run_id, snapshots = run_with_snapshots
+    consortium.submit("LineageContract:record_round", run_id, _round(1, snapshots, run_id))
+    bad = {"run_id": run_id, "round": 1, "sha256": _sha("tampered")}
+    assert "model.sha256" in refused(consortium, "LineageContract:register_model", new_id("model"), bad)
+
+
+def test_only_the_consortium_records_lineage(hospital_a: Ledger, refused: Callable[..., str]) -> None:
+    assert "caller" in refused(hospital_a, "LineageContract:register_run", new_id("run"), RUN_SPEC)
