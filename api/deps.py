@@ -15,7 +15,7 @@ from api.core.config import Settings
 from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
 from api.core.security import user_id_from_token
-from api.models.user import User
+from api.models.user import Actor, User
 
 SESSION_COOKIE = "carefed_session"
 PAGE_TAG = "pages"
@@ -74,7 +74,7 @@ def resolve_access(request: Request, session: Session, settings: Settings, beare
         user = session.get(User, user_id) if user_id is not None else None
         if user is not None and not user.is_active:
             user = None
-        request.state.user = user
+        request.state.user = Actor.of(user) if user is not None else None
     if access is None:
         raise ProblemError(403, f"route {route_name!r} is not in the access matrix; it is refused to everyone")
     if access.public:

@@ -10,9 +10,9 @@ with the app. The backend (embedded by default, Fabric by configuration) is the 
 import threading
 from pathlib import Path
 
-from fabric_network.ledger import Ledger, LedgerSettings, open_ledger
-
+from api.core.problems import ProblemError
 from fabric_network.identities import CONSORTIUM_ORG, msp_id_for
+from fabric_network.ledger import Ledger, LedgerConfigError, LedgerSettings, open_ledger
 
 
 def org_of(hospital: str | None) -> str:
@@ -38,7 +38,10 @@ class LedgerHub:
         with self._lock:
             ledger = self._ledgers.get(org)
             if ledger is None:
-                ledger = self._ledgers[org] = open_ledger(self._settings, org=org)
+                try:
+                    ledger = self._ledgers[org] = open_ledger(self._settings, org=org)
+                except LedgerConfigError as error:
+                    raise ProblemError(503, f"the ledger is not set up for {org}: {error}") from None
             return ledger
 
     def close(self) -> None:

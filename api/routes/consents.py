@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fabric_network.contracts.common import PURPOSE_CODES
-from fabric_network.ledger import ContractRejected, Ledger
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from hospital_node.config import node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
@@ -29,6 +27,8 @@ from api.models.consent import (
     parse_consent,
 )
 from api.models.user import User
+from fabric_network.contracts.common import PURPOSE_CODES
+from fabric_network.ledger import ContractRejected, Ledger
 
 router = APIRouter(prefix="/consents", tags=["consents"], responses=PROBLEM_RESPONSES)
 
@@ -53,10 +53,11 @@ def pseudonym_table(settings: Settings, hospital: str) -> Iterator[PseudonymTabl
 
 
 def _rejected(error: ContractRejected) -> ProblemError:
-    """A contract refusal as a problem naming the field (the contract's message starts with it)."""
-    message = str(error)
+    """A contract refusal as a problem naming the field (the message reads `<function>: <field>: <rule>`)."""
+    _function, _, message = str(error).partition(": ")
     field, _, reason = message.partition(": ")
-    return ProblemError(409 if "exists" in reason or "already" in reason else 422, message, field=field or None)
+    status = 409 if "exists" in reason or "already" in reason else 422
+    return ProblemError(status, message or str(error), field=field if reason else None)
 
 
 def _read(ledger: Ledger, pseudonym: str, purpose: str) -> dict[str, Any] | None:
@@ -101,10 +102,12 @@ def record_consent(
                 record: dict[str, Any] = ledger.submit("ConsentContract:record_consent", pseudonym, *terms).result
             else:
                 record = ledger.submit("ConsentContract:update_consent", pseudonym, *terms).result
-        except ContractRejected as error:
-            if new_patient:
+        except BaseException as error:
+            if new_patient:  # nothing of this patient reached the ledger: leave the table as it was
                 table.forget(grant.mrn)
-            raise _rejected(error) from None
+            if isinstance(error, ContractRejected):
+                raise _rejected(error) from None
+            raise
     return record
 
 
@@ -151,7 +154,8 @@ def patient_consents(
         return []
     request.state.audit_object = f"patient:{pseudonym}"
     versions: list[dict[str, Any]] = hub.of(hospital).evaluate("ConsentContract:consent_history", pseudonym)
-    latest = {v["purpose"]: v for v in versions if v["hospital"] == hospital_msp(hospital)}
+    records = [v["value"] for v in versions if not v["is_delete"] and v["value"]["hospital"] == hospital_msp(hospital)]
+    latest = {record["purpose"]: record for record in records}  # versions come oldest first per purpose
     return [latest[purpose] for purpose in sorted(latest)]
 
 

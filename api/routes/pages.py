@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fabric_network.contracts.common import ACT_REASON_SYSTEM, CONSENT_SCOPES, PURPOSE_CODES
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -34,7 +33,7 @@ from api.deps import (
 )
 from api.models.common import FieldError
 from api.models.consent import ACT_CODE_SYSTEM, CONSENT_SCOPE_SYSTEM, LOINC_PRIVACY_POLICY
-from api.models.user import Role, User
+from api.models.user import Actor, Role, User
 from api.routes.audit import AuditFiltersDep, query_events
 from api.routes.consents import (
     PURPOSE_PATTERN,
@@ -49,6 +48,7 @@ from api.routes.consents import (
 from api.routes.login import authenticate, issue_token
 from api.routes.models import predict_for
 from api.routes.nodes import node_public, rounds_by_hospital, visible_nodes
+from fabric_network.contracts.common import ACT_REASON_SYSTEM, CONSENT_SCOPES, PURPOSE_CODES
 
 router = APIRouter(tags=[PAGE_TAG], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -105,7 +105,7 @@ def page_sign_in_submit(
     user = authenticate(session, username, password)
     if user is None:
         return render(request, "sign_in.html", status=401, next=next, error="Wrong user name or password.")
-    request.state.user = user
+    request.state.user = Actor.of(user)
     token = issue_token(user, settings)
     response = RedirectResponse(_safe_next(next, user), status_code=303)
     response.set_cookie(

@@ -11,6 +11,7 @@ from api.core.config import Settings
 from api.core.security import create_access_token, hash_password
 from api.main import create_app
 from api.models.user import Role, User
+from fabric_network.identities import init_identities
 
 PASSWORD = "correct-horse-battery-staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -51,7 +52,12 @@ ROLE_USERS: dict[Role, str] = {
 }
 
 
+HOSPITALS = ("hospital-a", "hospital-b")
+
+
 def start_service(database_url: str, state_dir: Path) -> Service:
+    """The app on a fresh consortium (identities for two hospitals, an empty embedded ledger)."""
+    init_identities(state_dir, HOSPITALS)
     settings = Settings(state_dir=state_dir, database_url=database_url)
     app = create_app(settings)
     users = {}
