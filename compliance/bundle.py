@@ -150,7 +150,7 @@ def export_bundle(
     if duplicated:
         raise BundleError(f"event ids must be unique within an export; repeated: {', '.join(duplicated[:5])}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    bundle_id = str(uuid.uuid4())
+    bundle_id = uuid.uuid4().hex  # hex: an opaque id the ledger accepts in an audit event object
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     leaves = _write_events(records, fmt, out_dir / fmt.events_file, bundle_id, now)
     tree = MerkleTree([leaf_hash(leaf) for leaf in leaves])
@@ -286,7 +286,7 @@ def _inclusion_problems(events: list[ExportedEvent], proofs: list[_Proof], size:
     return problems
 
 
-def _fhir_problems(events: list[ExportedEvent]) -> list[str]:
+def fhir_event_problems(events: list[ExportedEvent]) -> list[str]:
     from fhir.resources.R4B.auditevent import AuditEvent
 
     problems = []
@@ -385,7 +385,7 @@ def _verify_into(result: VerifyResult, directory: Path, cas: list[x509.Certifica
             f"match the manifest's ({result.tree_size} events, {result.tree_head[:16]}…)"
         )
     if fmt == ExportFormat.FHIR:
-        result.problems.extend(_fhir_problems(events))
+        result.problems.extend(fhir_event_problems(events))
     if previous is not None:
         result.consistent_with = previous
         result.problems.extend(_consistency_problems(manifest, tree, events, previous, cas))

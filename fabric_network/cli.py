@@ -1,13 +1,18 @@
 """`carefed ledger …` and `carefed fabric …`: the consortium ledger and the native Fabric network."""
 
+from __future__ import annotations
+
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fabric_network.fabric_cli import fabric_app as fabric_app  # re-exported: `carefed fabric …`
+
+if TYPE_CHECKING:
+    from fabric_network.ledger import Ledger
 
 ledger_app = typer.Typer(help="Consortium ledger: identities, status, verification, history.", no_args_is_help=True)
 
@@ -43,3 +48,103 @@ def init(
     for org in (material.orderer, *material.hospitals):
         table.add_row(org.name, org.msp_id, org.node.name, org.admin.name, ", ".join(u.name for u in org.users))
     console.print(table)
+
+
+Backend = Annotated[str, typer.Option("--backend", help="Ledger backend: embedded (default) or fabric.")]
+Org = Annotated[str, typer.Option("--org", help="Org whose client identity reads the ledger.")]
+
+
+def _open(state_dir: Path, backend: str, org: str) -> Ledger:
+    """Open the ledger for a read-only command, or exit with the reason."""
+    from fabric_network.ledger import LedgerError, LedgerSettings, open_ledger
+
+    if not (state_dir / "crypto").exists():
+        _fail(f"--state-dir: no consortium in {state_dir}; run `carefed ledger init --state-dir {state_dir}`")
+    try:
+        return open_ledger(LedgerSettings(state_dir=state_dir, org=org, backend=backend))  # type: ignore[arg-type]
+    except (LedgerError, ValueError) as exc:
+        _fail(str(exc))
+        raise
+
+
+@ledger_app.command("status")
+def status(state_dir: StateDir = DEFAULT_STATE_DIR, backend: Backend = "embedded", org: Org = "consortium") -> None:
+    """Height, transactions and last block of the ledger, and the consortium's orgs."""
+    from fabric_network.identities import load_consortium
+
+    with _open(state_dir, backend, org) as ledger:
+        height = ledger.height()
+        table = Table(title=f"CareFed ledger ({backend}) in {state_dir}", show_header=False)
+        table.add_row("height (blocks)", str(height))
+        details = getattr(ledger, "describe", None)
+        for name, value in (details() if callable(details) else {}).items():
+            table.add_row(name, str(value))
+        consortium = load_consortium(state_dir)
+        table.add_row("orgs", ", ".join(o.msp_id for o in (consortium.orderer, *consortium.hospitals)))
+        console.print(table)
+
+
+@ledger_app.command("verify")
+def verify(state_dir: StateDir = DEFAULT_STATE_DIR, backend: Backend = "embedded", org: Org = "consortium") -> None:
+    """Re-check every block, signature and transaction and the world state; name the first bad block and tx."""
+    with _open(state_dir, backend, org) as ledger:
+        report = ledger.verify()
+    if not report.ok:
+        _fail(report.describe())
+    console.print(f"[green]ok[/green] {report.describe()}", highlight=False)
+
+
+@ledger_app.command("history")
+def history(
+    key: Annotated[str, typer.Argument(help="State key as type/attr/…, e.g. consent/<pseudonym>/HRESCH.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    org: Org = "consortium",
+) -> None:
+    """Every committed version of one state key (embedded backend), oldest first."""
+    import json
+
+    from fabric_network.embedded import EmbeddedLedger, composite_key
+
+    parts = [p for p in key.split("/") if p]
+    if not parts:
+        _fail("KEY: give the key as type/attr/…, e.g. consent/<pseudonym>/HRESCH")
+    with _open(state_dir, "embedded", org) as ledger:
+        assert isinstance(ledger, EmbeddedLedger)
+        versions = ledger.key_history(composite_key(parts[0], parts[1:]))
+    if not versions:
+        _fail(f"KEY: no committed version of {key}")
+    table = Table(title=f"History of {key}")
+    for column in ("block", "tx", "time", "value"):
+        table.add_column(column, overflow="fold")
+    for version in versions:
+        value = "(deleted)" if version["value"] is None else json.dumps(version["value"], sort_keys=True)
+        table.add_row(str(version["block_number"]), version["tx_id"][:16], version["timestamp"], value)
+    console.print(table)
+
+
+@ledger_app.command("events")
+def events(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = "embedded",
+    org: Org = "consortium",
+    from_block: Annotated[int, typer.Option("--from-block", min=0, help="First block to read.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", help="Keep waiting for new blocks (Ctrl-C stops).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Contract events from a block on, in commit order."""
+    import json
+    from dataclasses import asdict
+
+    with _open(state_dir, backend, org) as ledger:
+        try:
+            for event in ledger.events(from_block, follow=follow):
+                if as_json:
+                    typer.echo(json.dumps(asdict(event), sort_keys=True))
+                else:
+                    console.print(
+                        f"block {event.block_number} {event.timestamp} {event.creator_msp} [bold]{event.name}[/bold] "
+                        f"tx {event.tx_id[:16]} {json.dumps(event.payload, sort_keys=True)}",
+                        highlight=False,
+                    )
+        except KeyboardInterrupt:
+            pass

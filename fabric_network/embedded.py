@@ -379,7 +379,22 @@ class EmbeddedLedger(Ledger):
             self._loop.close()
             self._db.close()
 
-    # --- history for `carefed ledger history` -------------------------------------------------------------------
+    # --- inspection for `carefed ledger status` and `history` ----------------------------------------------------
+
+    def describe(self) -> dict[str, str]:
+        """Facts for an operator: file, size, transactions, last block time, submitting identity."""
+        with self._lock:
+            self._check_open()
+            transactions = self._db.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
+            last = self._db.execute("SELECT header FROM blocks ORDER BY number DESC LIMIT 1").fetchone()
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {
+            "file": str(self.path),
+            "size (bytes, with WAL)": str(size),
+            "transactions (incl. genesis)": str(transactions),
+            "last block time": json.loads(last[0])["timestamp"] if last else "-",
+            "identity": f"{self._identity.name} ({self._identity.msp_id})",
+        }
 
     def key_history(self, state_key: str) -> list[dict[str, Any]]:
         """Every committed version of a state key, oldest first (block, tx, time, value or None if deleted)."""
@@ -548,11 +563,11 @@ class EmbeddedLedger(Ledger):
     def _ensure_genesis(self) -> None:
         """Write block 0 (the consortium configuration) once; every process checks under the write lock."""
         with self._lock:
-            if self._db.execute("SELECT 1 FROM blocks WHERE number = 0").fetchone():
-                return
+            if self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone():
+                return  # never write a genesis into an existing chain: a missing block 0 is for verify to report
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if self._db.execute("SELECT 1 FROM blocks WHERE number = 0").fetchone() is None:
+                if self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is None:
                     config = genesis_config(self._consortium, self._channel)
                     proposal = canonical({"type": "config", "config": config})
                     stamp = _now_timestamp()
@@ -571,6 +586,11 @@ class EmbeddedLedger(Ledger):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+
+def composite_key(object_type: str, attributes: Sequence[str]) -> str:
+    """Fabric's composite key (``\\x00type\\x00attr…\\x00``), as the contracts' ``create_composite_key`` builds it."""
+    return "\x00" + "".join(part + "\x00" for part in (object_type, *attributes))
 
 
 def genesis_config(consortium: ConsortiumMaterial, channel: str) -> dict[str, Any]:

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema_rs
 
 _root = logging.getLogger()
 _root_level, _root_handlers = _root.level, list(_root.handlers)
@@ -28,6 +32,7 @@ from fabric_chaincode_python.fabric_contract_api import (  # noqa: E402  (must f
     ContractChaincode,
     TransactionContextInterface,
 )
+from fabric_chaincode_python.fabric_contract_api.serializer import JSONSerializer  # noqa: E402
 from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub  # noqa: E402
 
 
@@ -58,4 +63,40 @@ def _quiet_library_logging() -> None:
 
 _quiet_library_logging()
 
-__all__ = ["ChaincodeStub", "Contract", "ContractChaincode", "TransactionContextInterface"]
+
+class _RustFirstSchema:
+    """A compiled jsonschema validator whose ``iter_errors`` asks jsonschema-rs first: valid documents (nearly
+    all) cost ~2 µs instead of ~200 µs; invalid ones still get jsonschema's own errors."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._compiled = compiled
+        self._fast = jsonschema_rs.validator_for(compiled.schema)
+
+    def iter_errors(self, document: Any) -> Iterator[Any]:
+        if self._fast.is_valid(document):
+            return iter(())
+        return iter(self._compiled.iter_errors(document))
+
+
+class FastSchemaSerializer(JSONSerializer):  # type: ignore[misc]  # the library ships no type hints
+    """The contract API's JSON serializer (``ContractChaincode.TransactionSerializer``, its documented extension
+    point) with argument and return-value schema checks run by jsonschema-rs. Same decisions, same messages;
+    it exists because upstream ``_validate_against_schema`` is half of the CPU time of a small transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fast: dict[int, _RustFirstSchema] = {}
+
+    def _validate_against_schema(
+        self, prop_name: str, typ: Any, string_value: str, obj: Any, compiled_schema: Any
+    ) -> Exception | None:
+        if hasattr(compiled_schema, "iter_errors") and hasattr(compiled_schema, "schema"):
+            fast = self._fast.get(id(compiled_schema))
+            if fast is None or fast._compiled is not compiled_schema:
+                fast = self._fast[id(compiled_schema)] = _RustFirstSchema(compiled_schema)
+            compiled_schema = fast
+        result: Exception | None = super()._validate_against_schema(prop_name, typ, string_value, obj, compiled_schema)
+        return result
+
+
+__all__ = ["ChaincodeStub", "Contract", "ContractChaincode", "FastSchemaSerializer", "TransactionContextInterface"]

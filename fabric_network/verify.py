@@ -108,8 +108,10 @@ def _check_block(
     ).fetchall()
     listed: list[str] = header.get("tx_hashes", [])
     for position, (tx, index, proposal, tx_signature, result) in enumerate(rows):
-        if index != position or position >= len(listed):
-            raise _Failure(f"transaction at position {index} is not listed in the block header", number, tx)
+        if index != position:
+            raise _Failure(f"transaction {position} of the block is missing (the next stored is {index})", number, tx)
+        if position >= len(listed):
+            raise _Failure(f"transaction {index} is not listed in the block header", number, tx)
         if tx_hash(bytes(proposal), bytes(tx_signature), bytes(result)).hex() != listed[position]:
             raise _Failure(f"transaction {index}'s content differs from its hash in the block header", number, tx)
     if len(rows) != len(listed):
@@ -169,6 +171,28 @@ def _compare_history(db: sqlite3.Connection, replay: list[tuple[bytes, int, int,
         raise _Failure("the key history has entries that no transaction wrote, or lacks some", extra[1], extra[3])
 
 
+def _replay(
+    number: int,
+    index: int,
+    tx: str,
+    proposal_raw: bytes,
+    result_raw: bytes,
+    state: dict[bytes, tuple[bytes, int, int, str]],
+    history: list[tuple[bytes, int, int, str, bytes | None, str]],
+) -> None:
+    """Apply one committed transaction's writes to the replayed state and history."""
+    result = _json(result_raw, "the transaction result", number, tx)
+    stamp = _json(proposal_raw, "the transaction proposal", number, tx).get("timestamp")
+    moment = timestamp_text(stamp) if stamp else ""
+    for state_key, value in result.get("writes", []):
+        raw_key, raw_value = state_key.encode(), None if value is None else unb64(value)
+        if raw_value is None:
+            state.pop(raw_key, None)
+        else:
+            state[raw_key] = (raw_value, number, index, tx)
+        history.append((raw_key, number, index, tx, raw_value, moment))
+
+
 def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> VerifyReport:
     """Run every check of the module docstring over one embedded ledger database."""
     blocks = db.execute("SELECT number, header, signature FROM blocks ORDER BY number").fetchall()
@@ -176,7 +200,10 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
     try:
         if not blocks:
             raise _Failure("the ledger has no genesis block", 0)
-        trust = _trust_from_genesis(db, consortium)
+        try:
+            trust = _trust_from_genesis(db, consortium)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _Failure(f"the genesis configuration is malformed ({type(exc).__name__})", 0) from None
         previous = ""
         state: dict[bytes, tuple[bytes, int, int, str]] = {}
         history: list[tuple[bytes, int, int, str, bytes | None, str]] = []
@@ -185,20 +212,16 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
                 raise _Failure(
                     f"block {expected_number} is missing (the next stored block is {number})", expected_number
                 )
-            rows, _ = _check_block(db, trust, number, bytes(header_raw), bytes(signature), previous)
-            for tx, index, proposal_raw, tx_signature, result_raw in rows:
-                _check_transaction(trust, number, tx, bytes(proposal_raw), bytes(tx_signature))
-                result = _json(bytes(result_raw), "the transaction result", number, tx)
-                stamp = _json(bytes(proposal_raw), "the transaction proposal", number, tx).get("timestamp")
-                moment = timestamp_text(stamp) if stamp else ""
-                for state_key, value in result.get("writes", []):
-                    raw_key, raw_value = state_key.encode(), None if value is None else unb64(value)
-                    if raw_value is None:
-                        state.pop(raw_key, None)
-                    else:
-                        state[raw_key] = (raw_value, number, index, tx)
-                    history.append((raw_key, number, index, tx, raw_value, moment))
-                transactions += 1
+            current_tx: str | None = None
+            try:
+                rows, _ = _check_block(db, trust, number, bytes(header_raw), bytes(signature), previous)
+                for tx, index, proposal_raw, tx_signature, result_raw in rows:
+                    current_tx = tx
+                    _check_transaction(trust, number, tx, bytes(proposal_raw), bytes(tx_signature))
+                    _replay(number, index, tx, bytes(proposal_raw), bytes(result_raw), state, history)
+                    transactions += 1
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                raise _Failure(f"malformed block or transaction ({type(exc).__name__})", number, current_tx) from None
             previous = hashlib.sha256(bytes(header_raw)).hexdigest()
         orphan = db.execute(
             "SELECT tx_id, block_number FROM transactions WHERE block_number >= ? LIMIT 1", (len(blocks),)

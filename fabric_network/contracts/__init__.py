@@ -11,7 +11,7 @@ from fabric_network.contracts.budget import PrivacyBudgetContract
 from fabric_network.contracts.common import ContractError, snapshot_root
 from fabric_network.contracts.consent import ConsentContract
 from fabric_network.contracts.lineage import LineageContract
-from fabric_network.shim import ContractChaincode
+from fabric_network.shim import ContractChaincode, FastSchemaSerializer
 
 CHAINCODE_NAME = "carefed"
 CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudgetContract)
@@ -19,7 +19,9 @@ CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudg
 
 def new_chaincode() -> ContractChaincode:
     """The chaincode that dispatches to every CareFed contract (the same object a Fabric chaincode server runs)."""
-    return ContractChaincode.new_chaincode(*(cls() for cls in CONTRACT_CLASSES))
+    chaincode = ContractChaincode.new_chaincode(*(cls() for cls in CONTRACT_CLASSES))
+    chaincode.TransactionSerializer = FastSchemaSerializer()
+    return chaincode
 
 
 def evaluate_functions() -> frozenset[str]:

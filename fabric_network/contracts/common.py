@@ -12,6 +12,7 @@ back into logs or error reports.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from cryptography import x509
 
 from fabric_network.identities import CONSORTIUM_ORG, msp_id_for
@@ -157,17 +159,24 @@ def canonical_time(moment: dt.datetime, nanos: int | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{fraction:09d}Z"
 
 
+@functools.cache
+def _validators(schema_json: str) -> tuple[Any, jsonschema.Draft202012Validator]:
+    """Compiled validators per schema: the Rust one decides (about 100 times faster), jsonschema words the error."""
+    schema = json.loads(schema_json)
+    return jsonschema_rs.validator_for(schema), jsonschema.Draft202012Validator(schema)
+
+
 def json_argument(field: str, value: str, schema: dict[str, Any]) -> Any:
     """Parse a JSON argument and check it against its JSON schema; the error names the failing path."""
     try:
         parsed = json.loads(value)
     except (TypeError, ValueError):
         raise ContractError(f"{field}: must be JSON") from None
-    validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
-    if error is not None:
-        raise ContractError(_describe(field, error)) from None
-    return parsed
+    fast, descriptive = _validators(json.dumps(schema, sort_keys=True))
+    if fast.is_valid(parsed):
+        return parsed
+    error = jsonschema.exceptions.best_match(descriptive.iter_errors(parsed))
+    raise ContractError(_describe(field, error) if error else f"{field}: does not match its schema")
 
 
 def _describe(field: str, error: jsonschema.ValidationError) -> str:

@@ -107,7 +107,11 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             "tx_id": c.tx_id(ctx),
         }
         await c.put_json(ctx, state_key, record)
-        c.emit(ctx, "ConsentRecorded", {"hospital": hospital, "purpose": purpose, "tx_id": record["tx_id"]})
+        c.emit(
+            ctx,
+            "ConsentRecorded",
+            {"hospital": hospital, "pseudonym": pseudonym, "purpose": purpose, "tx_id": record["tx_id"]},
+        )
         return record
 
     async def update_consent(
@@ -136,7 +140,11 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             tx_id=c.tx_id(ctx),
         )
         await c.put_json(ctx, c.key(ctx, CONSENT, pseudonym, purpose), record)
-        c.emit(ctx, "ConsentUpdated", {"hospital": record["hospital"], "purpose": purpose, "tx_id": record["tx_id"]})
+        c.emit(
+            ctx,
+            "ConsentUpdated",
+            {"hospital": record["hospital"], "pseudonym": pseudonym, "purpose": purpose, "tx_id": record["tx_id"]},
+        )
         return record
 
     async def withdraw_consent(self, ctx: TransactionContextInterface, pseudonym: str, purpose: str) -> dict[str, Any]:
@@ -149,7 +157,11 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
         now = c.tx_time(ctx)
         record.update(status="withdrawn", withdrawn_at=now, updated_at=now, tx_id=c.tx_id(ctx))
         await c.put_json(ctx, c.key(ctx, CONSENT, pseudonym, purpose), record)
-        c.emit(ctx, "ConsentWithdrawn", {"hospital": record["hospital"], "purpose": purpose, "tx_id": record["tx_id"]})
+        c.emit(
+            ctx,
+            "ConsentWithdrawn",
+            {"hospital": record["hospital"], "pseudonym": pseudonym, "purpose": purpose, "tx_id": record["tx_id"]},
+        )
         return record
 
     async def read_consent(self, ctx: TransactionContextInterface, pseudonym: str, purpose: str) -> dict[str, Any]:
@@ -263,7 +275,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             "tx_id": c.tx_id(ctx),
         }
         await c.put_json(ctx, state_key, erasure)
-        c.emit(ctx, "ErasureRecorded", {"hospital": hospital, "tx_id": erasure["tx_id"]})
+        c.emit(ctx, "ErasureRecorded", {"hospital": hospital, "pseudonym": pseudonym, "tx_id": erasure["tx_id"]})
         return erasure
 
     async def read_erasure(self, ctx: TransactionContextInterface, pseudonym: str) -> dict[str, Any]:

@@ -1,0 +1,290 @@
+"""The durable outbox: ledger writes off the hot path, delivered at least once, committed exactly once.
+
+Training rounds and API requests must not wait for (or fail with) the ledger. They ``enqueue`` the transaction
+instead: it is written to a local SQLite queue (WAL, ``synchronous=FULL``) and the call returns once it is on
+disk. A deliverer — ``deliver_pending`` called by the owner, or the background thread of ``start`` — submits
+queued calls in order, in batches (one block each on the embedded ledger), and marks them delivered only after
+the ledger committed them. A crash between commit and mark re-delivers the call; its idempotency key (stored
+with it, fixing the ledger transaction id) makes the ledger answer with the first commit instead of writing
+twice. So nothing queued is lost if the process is killed, and nothing is recorded twice.
+
+Outcomes: ``delivered`` (with tx id and block), ``pending`` (ledger unavailable: retried with backoff), or
+``rejected`` — the contract refused it (a bad argument will never become valid): kept with the contract's
+message for an operator, never retried, never blocking the calls behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fabric_network.ledger import (
+    Call,
+    ContractRejected,
+    Ledger,
+    LedgerError,
+    LedgerSettings,
+    TxResult,
+    encode_argument,
+    open_ledger,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    function TEXT NOT NULL,
+    args TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    tx_id TEXT,
+    block_number INTEGER,
+    error TEXT,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, id);
+"""
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one delivery pass did."""
+
+    delivered: int
+    rejected: int
+    still_pending: int
+
+
+@dataclass(frozen=True)
+class QueuedCall:
+    """One outbox entry as stored."""
+
+    id: int
+    idempotency_key: str
+    function: str
+    args: tuple[str, ...]
+    status: str
+    attempts: int
+    tx_id: str | None
+    block_number: int | None
+    error: str | None
+
+
+class Outbox:
+    """A durable queue of ledger transactions in ``path``; ``ledger`` is opened lazily by ``ledger_factory``
+    (so a process can enqueue while the ledger is down) and reused until it fails."""
+
+    def __init__(self, path: Path, ledger_factory: Callable[[], Ledger], *, batch_size: int = 200) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._ledger_factory = ledger_factory
+        self._ledger: Ledger | None = None
+        self._batch_size = batch_size
+        self._db_lock = threading.Lock()
+        self._delivery_lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- producers ----------------------------------------------------------------------------------------------
+
+    def enqueue(self, function: str, *args: Any, idempotency_key: str | None = None) -> str:
+        """Queue a transaction durably; returns its idempotency key. Enqueuing the same key twice is a no-op."""
+        key = idempotency_key or f"outbox-{uuid.uuid4().hex}"
+        encoded = json.dumps([encode_argument(a) for a in args])
+        with self._db_lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO outbox (idempotency_key, function, args, enqueued_at) VALUES (?, ?, ?, ?)",
+                (key, function, encoded, time.time()),
+            )
+        self._wake.set()
+        return key
+
+    # --- delivery -----------------------------------------------------------------------------------------------
+
+    def deliver_pending(self) -> DeliveryReport:
+        """Deliver every pending call, oldest first, in batches; stops early (leaving them pending) if the ledger
+        is unavailable. Safe to call from several threads or processes: idempotency keys prevent double writes."""
+        delivered = rejected = 0
+        with self._delivery_lock:
+            while True:
+                batch = self._pending(self._batch_size)
+                if not batch:
+                    break
+                outcomes = self._submit(batch)
+                if outcomes is None:
+                    break
+                delivered_now, rejected_now, unavailable = self._record(batch, outcomes)
+                delivered, rejected = delivered + delivered_now, rejected + rejected_now
+                if unavailable:
+                    break
+        return DeliveryReport(delivered, rejected, self.count("pending"))
+
+    def _pending(self, limit: int) -> list[QueuedCall]:
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT id, idempotency_key, function, args, status, attempts, tx_id, block_number, error "
+                "FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_queued(row) for row in rows]
+
+    def _submit(self, batch: list[QueuedCall]) -> list[TxResult | LedgerError] | None:
+        try:
+            if self._ledger is None:
+                self._ledger = self._ledger_factory()
+            return self._ledger.submit_batch([Call(q.function, q.args, q.idempotency_key) for q in batch])
+        except LedgerError as exc:
+            log.warning("outbox: ledger unavailable, %d call(s) stay queued: %s", len(batch), type(exc).__name__)
+            self._drop_ledger()
+            self._count_attempt([q.id for q in batch])
+            return None
+
+    def _record(self, batch: list[QueuedCall], outcomes: list[TxResult | LedgerError]) -> tuple[int, int, bool]:
+        delivered = rejected = 0
+        unavailable = False
+        now = time.time()
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for queued, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, TxResult):
+                    self._db.execute(
+                        "UPDATE outbox SET status = 'delivered', tx_id = ?, block_number = ?, finished_at = ?, "
+                        "attempts = attempts + 1 WHERE id = ?",
+                        (outcome.tx_id, outcome.block_number, now, queued.id),
+                    )
+                    delivered += 1
+                elif isinstance(outcome, ContractRejected) or type(outcome) is LedgerError:
+                    # A contract refusal or a malformed call: retrying cannot help.
+                    self._db.execute(
+                        "UPDATE outbox SET status = 'rejected', error = ?, finished_at = ?, attempts = attempts + 1 "
+                        "WHERE id = ?",
+                        (str(outcome), now, queued.id),
+                    )
+                    log.warning("outbox: %s was rejected by the ledger (entry %d kept)", queued.function, queued.id)
+                    rejected += 1
+                else:
+                    self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (queued.id,))
+                    unavailable = True
+            self._db.execute("COMMIT")
+        if delivered or rejected:
+            log.info("outbox: delivered %d, rejected %d", delivered, rejected)
+        return delivered, rejected, unavailable
+
+    def _count_attempt(self, ids: list[int]) -> None:
+        with self._db_lock:
+            self._db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids])
+
+    def _drop_ledger(self) -> None:
+        if self._ledger is not None:
+            try:
+                self._ledger.close()
+            finally:
+                self._ledger = None
+
+    # --- background delivery --------------------------------------------------------------------------------------
+
+    def start(self, *, poll_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+        """Deliver in a background thread: right after each enqueue, else every ``poll_s``; back off while the
+        ledger is unavailable."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            backoff = poll_s
+            while not self._stop.is_set():
+                try:
+                    pending = self.deliver_pending().still_pending
+                except Exception as exc:  # keep delivering after any surprise (e.g. a locked database)
+                    log.error("outbox: delivery pass failed (%s); retrying", type(exc).__name__)
+                    self._drop_ledger()
+                    pending = 1
+                backoff = min(backoff * 2, max_backoff_s) if pending else poll_s
+                self._wake.wait(backoff)
+                self._wake.clear()
+
+        self._thread = threading.Thread(target=run, name="carefed-outbox", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Deliver now and wait until nothing is pending (or the timeout passes); True if the queue is drained."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.deliver_pending().still_pending == 0:
+                return True
+            time.sleep(0.1)
+        return self.count("pending") == 0
+
+    def stop(self) -> None:
+        """Stop the background thread (queued calls stay on disk for the next start)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._thread = None
+
+    def close(self) -> None:
+        """Stop delivering and release the queue and the ledger."""
+        self.stop()
+        with self._delivery_lock:
+            self._drop_ledger()
+        with self._db_lock:
+            self._db.close()
+
+    # --- inspection -----------------------------------------------------------------------------------------------
+
+    def count(self, status: str) -> int:
+        """How many entries have ``status`` (pending, delivered or rejected)."""
+        with self._db_lock:
+            row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE status = ?", (status,)).fetchone()
+        return int(row[0])
+
+    def entries(self, status: str | None = None) -> list[QueuedCall]:
+        """Stored entries, oldest first, optionally of one status (e.g. ``rejected`` for an operator)."""
+        sql = "SELECT id, idempotency_key, function, args, status, attempts, tx_id, block_number, error FROM outbox"
+        params: tuple[str, ...] = ()
+        if status is not None:
+            sql, params = sql + " WHERE status = ?", (status,)
+        with self._db_lock:
+            rows = self._db.execute(sql + " ORDER BY id", params).fetchall()
+        return [_queued(row) for row in rows]
+
+
+def _queued(row: tuple[Any, ...]) -> QueuedCall:
+    return QueuedCall(
+        id=row[0],
+        idempotency_key=row[1],
+        function=row[2],
+        args=tuple(json.loads(row[3])),
+        status=row[4],
+        attempts=row[5],
+        tx_id=row[6],
+        block_number=row[7],
+        error=row[8],
+    )
+
+
+def open_outbox(name: str, settings: LedgerSettings | None = None, **overrides: Any) -> Outbox:
+    """The outbox ``<state_dir>/outbox/<name>.sqlite`` delivering to the ledger ``open_ledger`` would open with
+    the same settings (e.g. ``open_outbox("hospital-a", org="hospital-a")``)."""
+    config = settings.model_copy(update=overrides) if settings else LedgerSettings(**overrides)
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise LedgerError(f"name: {name!r} must be letters, digits, - and _ (it names the outbox file)")
+    return Outbox(Path(config.state_dir) / "outbox" / f"{name}.sqlite", lambda: open_ledger(config))

@@ -1,0 +1,279 @@
+"""Differentially private local training (DP-SGD) of a binary classifier over Opacus.
+
+Why a wrapper: every hospital run must (1) validate its data and (ε, δ) before touching the model, (2) know the ε
+it will spend *before* the first step so the hospital's budget can refuse it, and (3) spend exactly that ε. So the
+noise multiplier is calibrated once (`plan_training`), the accountant is asked for the ε of that noise over the
+planned number of Poisson-sampled steps, and the run then uses that very noise multiplier.
+
+API
+---
+- `DPConfig(target_epsilon, target_delta, epochs=1, max_grad_norm=1.0, batch_size=64, learning_rate=0.05,
+  accountant="rdp" | "prv", grad_sample_mode=DEFAULT_GRAD_SAMPLE_MODE)` — frozen, validated on construction.
+- `plan_training(config, n_records) -> TrainingPlan` (sample rate, steps, noise multiplier, the ε the run will
+  spend, δ); `planned_epsilon(config, n_records) -> float` is its ε. Raises `PrivacyConfigError` if δ ≥ 1/n.
+- `validate_training_data(features, labels, delta)` raises `TrainingDataError` / `PrivacyConfigError` for empty,
+  non-finite, mis-shaped or single-class data and δ ≥ 1/n.
+- `PrivateTrainer(model, features, labels, config)` wraps the model, an Adam optimiser and a Poisson-sampled
+  loader in one Opacus `PrivacyEngine`; `.plan` is known at construction. `.train(budget)` first calls
+  `budget.ensure_affordable(plan.epsilon)` (raising `privacy.budget.BudgetExceededError` before any step), then
+  trains and returns `(TrainingResult, charged_budget)`. The model passed in is trained in place and is left
+  free of Opacus hooks, so it can be read with `privacy.model.parameters_to_vector` and reused next round.
+- Labels are 0/1; the model returns one logit per row (`privacy.model.demo_mlp`).
+
+Per-sample-gradient modes (`GRAD_SAMPLE_MODES`): "hooks", "functorch", "ew" (expanded weights) and "ghost" (ghost
+clipping) all compute exact per-sample clipping; `bench/dp.py` measures them and the fastest on the demo MLP is
+`DEFAULT_GRAD_SAMPLE_MODE`. Opacus runs without its cryptographically secure RNG here (`secure_mode=False`,
+torchcsprng is not installed): fine for the demo, a production deployment should install it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants.utils import create_accountant, get_noise_multiplier
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from privacy.budget import PrivacyBudget
+
+Accountant = Literal["rdp", "prv"]
+GradSampleMode = Literal["hooks", "functorch", "ew", "ghost"]
+ACCOUNTANTS: tuple[Accountant, ...] = get_args(Accountant)
+GRAD_SAMPLE_MODES: tuple[GradSampleMode, ...] = get_args(GradSampleMode)
+# Fastest exact mode on the demo MLP, measured by bench/dp.py (see its --json output).
+DEFAULT_GRAD_SAMPLE_MODE: GradSampleMode = "ew"
+
+
+class PrivacyConfigError(ValueError):
+    """The (ε, δ) or training settings cannot give the promised guarantee."""
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot be trained on (empty, mis-shaped, non-finite, single-class)."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise PrivacyConfigError(message)
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """One hospital run's DP-SGD settings."""
+
+    target_epsilon: float
+    target_delta: float
+    epochs: int = 1
+    max_grad_norm: float = 1.0
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    accountant: Accountant = "rdp"
+    grad_sample_mode: GradSampleMode = DEFAULT_GRAD_SAMPLE_MODE
+
+    def __post_init__(self) -> None:
+        _require(
+            math.isfinite(self.target_epsilon) and self.target_epsilon > 0,
+            f"target_epsilon must be a finite number > 0, got {self.target_epsilon!r}",
+        )
+        _require(
+            0 < self.target_delta < 1,
+            f"target_delta must lie in (0, 1) and below 1/n for n records, got {self.target_delta!r}",
+        )
+        _require(self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs!r}")
+        _require(
+            math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0,
+            f"max_grad_norm must be > 0, got {self.max_grad_norm!r}",
+        )
+        _require(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size!r}")
+        _require(
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"learning_rate must be > 0, got {self.learning_rate!r}",
+        )
+        _require(self.accountant in ACCOUNTANTS, f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}")
+        _require(
+            self.grad_sample_mode in GRAD_SAMPLE_MODES,
+            f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}",
+        )
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a run will do and spend, known before its first step."""
+
+    n_records: int
+    sample_rate: float
+    steps: int
+    noise_multiplier: float
+    epsilon: float
+    delta: float
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a finished run did and spent."""
+
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    steps: int
+    epochs: int
+    mean_loss: float
+    n_records: int
+    accountant: Accountant
+    grad_sample_mode: GradSampleMode
+
+
+def _check_delta(delta: float, n_records: int) -> None:
+    _require(n_records >= 1, f"n_records must be ≥ 1, got {n_records}")
+    _require(
+        delta < 1 / n_records,
+        f"target_delta δ={delta:g} must be < 1/n = {1 / n_records:.3g} for n={n_records} training records "
+        f"(δ is the probability the guarantee fails; δ ≥ 1/n would allow leaking a whole record); "
+        f"choose δ ≤ {1 / (10 * n_records):.3g}",
+    )
+
+
+def _epsilon_of(accountant: Accountant, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """ε of `steps` Poisson-sampled Gaussian steps under `accountant` (the same computation Opacus does)."""
+    ledger = create_accountant(mechanism=accountant)
+    ledger.history = [(noise_multiplier, sample_rate, steps)]
+    return float(ledger.get_epsilon(delta=delta))
+
+
+def _steps_per_epoch(n_records: int, batch_size: int) -> tuple[float, int]:
+    # Mirrors opacus.data_loader.DPDataLoader: sample rate 1/len(loader), int(1/sample_rate) batches per epoch.
+    sample_rate = 1 / math.ceil(n_records / batch_size)
+    return sample_rate, int(1 / sample_rate)
+
+
+@functools.lru_cache(maxsize=256)
+def plan_training(config: DPConfig, n_records: int) -> TrainingPlan:
+    """Calibrate the noise for (ε, δ) over the run's steps and return the ε the run will actually spend.
+
+    Cached: Opacus' accountants take seconds to calibrate (RDP's fractional orders, PRV's convolutions), and a
+    federated run asks for the same plan every round.
+    """
+    _check_delta(config.target_delta, n_records)
+    sample_rate, steps_per_epoch = _steps_per_epoch(n_records, config.batch_size)
+    steps = steps_per_epoch * config.epochs
+    noise_multiplier = float(
+        get_noise_multiplier(
+            target_epsilon=config.target_epsilon,
+            target_delta=config.target_delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=config.accountant,
+        )
+    )
+    epsilon = _epsilon_of(config.accountant, noise_multiplier, sample_rate, steps, config.target_delta)
+    return TrainingPlan(n_records, sample_rate, steps, noise_multiplier, epsilon, config.target_delta)
+
+
+def planned_epsilon(config: DPConfig, n_records: int) -> float:
+    """The ε a run with `config` over `n_records` records will spend."""
+    return plan_training(config, n_records).epsilon
+
+
+def validate_training_data(features: npt.ArrayLike, labels: npt.ArrayLike, delta: float) -> None:
+    """Raise a clear error if (features, labels) cannot be trained on under δ."""
+    x = np.asarray(features)
+    y = np.asarray(labels)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise TrainingDataError(f"features must be a non-empty 2-D array (records x features), got shape {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise TrainingDataError(f"labels must be a 1-D array with one label per record ({x.shape[0]}), got {y.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise TrainingDataError("features must be finite numbers (no NaN, no infinity); impute or drop those records")
+    classes = set(np.unique(y).tolist())
+    if not classes <= {0, 1}:
+        raise TrainingDataError(f"labels must be 0 or 1, got values {sorted(classes)[:5]}")
+    if len(classes) < 2:
+        raise TrainingDataError(
+            f"labels hold a single class ({classes.pop()}) across {x.shape[0]} records: a classifier needs both "
+            "classes; add records of the other class or leave this hospital out of the run"
+        )
+    _check_delta(delta, x.shape[0])
+
+
+class PrivateTrainer:
+    """One DP-SGD run: model, optimiser and Poisson-sampled loader wrapped by one Opacus `PrivacyEngine`."""
+
+    def __init__(self, model: nn.Module, features: npt.ArrayLike, labels: npt.ArrayLike, config: DPConfig) -> None:
+        validate_training_data(features, labels, config.target_delta)
+        self.model = model
+        self.config = config
+        self._dataset = TensorDataset(
+            torch.as_tensor(np.asarray(features), dtype=torch.float32),
+            torch.as_tensor(np.asarray(labels), dtype=torch.float32),
+        )
+        self.plan = plan_training(config, len(self._dataset))
+
+    def train(self, budget: PrivacyBudget) -> tuple[TrainingResult, PrivacyBudget]:
+        """Refuse if `budget` cannot afford the plan, else train and return the result and the charged budget."""
+        budget.ensure_affordable(self.plan.epsilon)
+        with warnings.catch_warnings():
+            # Opacus warns on every engine that secure RNG is off; the module docstring says why and what to do.
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant=self.config.accountant)
+        loader = DataLoader(self._dataset, batch_size=self.config.batch_size)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        criterion = nn.BCEWithLogitsLoss()
+        private: Any = engine.make_private(
+            module=self.model,
+            optimizer=optimizer,
+            criterion=criterion,
+            data_loader=loader,
+            noise_multiplier=self.plan.noise_multiplier,
+            max_grad_norm=self.config.max_grad_norm,
+            grad_sample_mode=self.config.grad_sample_mode,
+        )
+        if self.config.grad_sample_mode == "ghost":
+            module, dp_optimizer, criterion, dp_loader = private
+        else:
+            module, dp_optimizer, dp_loader = private
+        try:
+            mean_loss = self._run_epochs(module, dp_optimizer, criterion, dp_loader)
+        finally:
+            module.cleanup()
+        epsilon = float(engine.get_epsilon(self.plan.delta))
+        result = TrainingResult(
+            epsilon=epsilon,
+            delta=self.plan.delta,
+            noise_multiplier=self.plan.noise_multiplier,
+            steps=self.plan.steps,
+            epochs=self.config.epochs,
+            mean_loss=mean_loss,
+            n_records=self.plan.n_records,
+            accountant=self.config.accountant,
+            grad_sample_mode=self.config.grad_sample_mode,
+        )
+        return result, budget.charge(epsilon, self.plan.delta)
+
+    def _run_epochs(self, module: nn.Module, optimizer: Any, criterion: Any, loader: DataLoader[Any]) -> float:
+        module.train()
+        total_loss, total_records = 0.0, 0
+        for _ in range(self.config.epochs):
+            for features, labels in loader:
+                optimizer.zero_grad()
+                # An empty Poisson batch still steps: it counts in the accounting and adds pure noise.
+                if len(labels) == 0 and self.config.grad_sample_mode == "ew":
+                    # Expanded weights reject batch size 0; an empty batch's per-sample gradients are empty.
+                    for parameter in self.model.parameters():
+                        parameter.grad_sample = torch.zeros((0, *parameter.shape))  # type: ignore[attr-defined]  # Opacus' attr
+                    optimizer.step()
+                    continue
+                loss = criterion(module(features).squeeze(-1), labels)
+                loss.backward()
+                optimizer.step()
+                if len(labels):
+                    total_loss += float(loss.item()) * len(labels)
+                    total_records += len(labels)
+        return total_loss / max(total_records, 1)

@@ -1,0 +1,97 @@
+"""The durable outbox: queued while the ledger is down, delivered in order once, refusals set aside."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fabric_network.ledger import Ledger, LedgerUnavailable, open_ledger
+from fabric_network.outbox import Outbox
+
+EVENT = {"role": "service", "action": "round.train", "object": "run:r1", "outcome": "success", "purpose": ""}
+
+
+class _Switch:
+    """A ledger factory that fails while ``down`` (the ledger process being unreachable), else opens it."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir, self.down, self.opened = state_dir, True, 0
+
+    def __call__(self) -> Ledger:
+        if self.down:
+            raise LedgerUnavailable("ledger unreachable")
+        self.opened += 1
+        return open_ledger(state_dir=self.state_dir, org="hospital-a")
+
+
+@pytest.fixture
+def switch(state_dir: Path) -> _Switch:
+    return _Switch(state_dir)
+
+
+@pytest.fixture
+def outbox(state_dir: Path, switch: _Switch) -> Outbox:
+    box = Outbox(state_dir / "outbox" / "test.sqlite", switch, batch_size=3)
+    yield box
+    box.close()
+
+
+def _actors(state_dir: Path, actor: str) -> Callable[[], list[dict]]:
+    def query() -> list[dict]:
+        with open_ledger(state_dir=state_dir, org="hospital-b") as ledger:
+            return ledger.evaluate("AuditContract:query_audit", {"actor": actor})
+
+    return query
+
+
+def test_queued_while_down_then_delivered_in_order(state_dir: Path, switch: _Switch, outbox: Outbox) -> None:
+    keys = [outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": f"svc-{n}"}) for n in "abcdefg"]
+    report = outbox.deliver_pending()
+    assert (report.delivered, report.still_pending) == (0, 7)
+    assert all(e.attempts == 1 for e in outbox.entries("pending")[:3])
+    switch.down = False
+    report = outbox.deliver_pending()
+    assert (report.delivered, report.rejected, report.still_pending) == (7, 0, 0)
+    delivered = outbox.entries("delivered")
+    assert [e.idempotency_key for e in delivered] == keys
+    assert [e.block_number for e in delivered] == sorted(e.block_number for e in delivered)
+    assert [e["actor"] for e in _actors(state_dir, "svc-a")()] == ["svc-a"]
+
+
+def test_a_refused_call_is_set_aside_and_does_not_block(state_dir: Path, switch: _Switch, outbox: Outbox) -> None:
+    switch.down = False
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "jane@example.org"})
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-after"})
+    report = outbox.deliver_pending()
+    assert (report.delivered, report.rejected) == (1, 1)
+    (rejected,) = outbox.entries("rejected")
+    assert rejected.error is not None and "event.actor" in rejected.error
+    assert outbox.deliver_pending().delivered == 0, "a rejected call is not retried"
+    assert len(_actors(state_dir, "svc-after")()) == 1
+
+
+def test_redelivery_after_a_crash_between_commit_and_mark_writes_once(
+    state_dir: Path, switch: _Switch, outbox: Outbox
+) -> None:
+    switch.down = False
+    key = outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-once"}, idempotency_key="k-1")
+    # The ledger committed it, but the process died before marking it delivered:
+    with open_ledger(state_dir=state_dir, org="hospital-a") as ledger:
+        first = ledger.submit("AuditContract:append_audit_event", {**EVENT, "actor": "svc-once"}, idempotency_key=key)
+    assert outbox.deliver_pending().delivered == 1
+    (entry,) = outbox.entries("delivered")
+    assert entry.tx_id == first.tx_id
+    assert len(_actors(state_dir, "svc-once")()) == 1
+    assert outbox.enqueue("AuditContract:append_audit_event", {}, idempotency_key="k-1") == "k-1"
+    assert outbox.count("pending") == 0, "enqueuing a known key again is a no-op"
+
+
+def test_background_delivery(state_dir: Path, switch: _Switch, outbox: Outbox) -> None:
+    outbox.start(poll_s=0.01, max_backoff_s=0.05)
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-bg"})
+    switch.down = False
+    assert outbox.flush(timeout_s=20)
+    outbox.stop()
+    assert len(_actors(state_dir, "svc-bg")()) == 1

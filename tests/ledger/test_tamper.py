@@ -1,0 +1,184 @@
+"""Tamper evidence: any changed byte, deleted or reordered block makes `verify` fail and name where."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from carefed.cli import app
+from fabric_network.embedded import ledger_path
+from fabric_network.identities import load_consortium
+from fabric_network.ledger import Call, VerifyReport, open_ledger
+from fabric_network.verify import verify_embedded
+
+EVENT = {
+    "actor": "svc",
+    "role": "service",
+    "action": "round.train",
+    "object": "run:r1",
+    "outcome": "success",
+    "purpose": "",
+}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory, consortium_state: Path) -> Path:
+    """A ledger of several blocks (consents, a withdrawal, a batch of audit events), closed and checkpointed."""
+    state_dir = tmp_path_factory.mktemp("pristine")
+    (state_dir / "crypto").symlink_to(consortium_state / "crypto")
+    with open_ledger(state_dir=state_dir, org="hospital-a") as ledger:
+        pseudonyms = [secrets.token_hex(32) for _ in range(3)]
+        for p in pseudonyms:
+            ledger.submit("ConsentContract:record_consent", p, "HRESCH", "research", "2026-01-01T00:00:00Z", "")
+        ledger.submit("ConsentContract:withdraw_consent", pseudonyms[0], "HRESCH")
+        ledger.submit_batch([Call("AuditContract:append_audit_event", ({**EVENT, "purpose": ""},)) for _ in range(4)])
+        ledger.submit("ConsentContract:create_consent_snapshot", "snap-a", "HRESCH", "")
+        assert ledger.verify().ok
+    return state_dir
+
+
+@pytest.fixture
+def copy(pristine: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "state"
+    shutil.copytree(pristine, target, symlinks=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def tampered(pristine: Path) -> Callable[..., VerifyReport]:
+    """Verify an in-memory copy of the pristine ledger after running the given SQL statements on it."""
+    consortium = load_consortium(pristine)
+    source = sqlite3.connect(ledger_path(pristine))
+
+    def run(*statements: tuple[str, tuple[object, ...]]) -> VerifyReport:
+        db = sqlite3.connect(":memory:")
+        source.backup(db)
+        for sql, params in statements:
+            db.execute(sql, params)
+        try:
+            return verify_embedded(db, consortium)
+        finally:
+            db.close()
+
+    return run
+
+
+def _verify(state_dir: Path) -> VerifyReport:
+    with open_ledger(state_dir=state_dir, org="hospital-a") as ledger:
+        return ledger.verify()
+
+
+def _edit(state_dir: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    db = sqlite3.connect(ledger_path(state_dir))
+    with db:
+        for sql, params in statements:
+            db.execute(sql, params)
+    db.close()
+
+
+def _flip(blob: bytes, position: int) -> bytes:
+    return blob[:position] + bytes([blob[position] ^ 0x01]) + blob[position + 1 :]
+
+
+def _rows(state_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(ledger_path(state_dir))
+    rows = db.execute(sql).fetchall()
+    db.close()
+    return rows
+
+
+def test_the_untouched_ledger_verifies(copy: Path) -> None:
+    report = _verify(copy)
+    assert report.ok and report.height == 7 and report.transactions == 10
+
+
+def test_a_ledger_without_genesis_is_reported_not_reinitialised(copy: Path) -> None:
+    _edit(copy, ("DELETE FROM blocks WHERE number = 0", ()))
+    report = _verify(copy)
+    assert not report.ok and report.block_number == 0 and "missing" in (report.problem or "")
+
+
+@pytest.mark.parametrize("column", ["header", "signature"])
+def test_any_changed_byte_of_a_block_is_found(
+    pristine: Path, tampered: Callable[..., VerifyReport], column: str
+) -> None:
+    for number, blob in _rows(pristine, f"SELECT number, {column} FROM blocks"):
+        for position in range(0, len(blob), max(1, len(blob) // 25)):
+            report = tampered((f"UPDATE blocks SET {column} = ? WHERE number = ?", (_flip(blob, position), number)))
+            assert not report.ok and report.block_number == number, (column, number, position, report)
+
+
+@pytest.mark.parametrize("column", ["proposal", "signature", "result"])
+def test_any_changed_byte_of_a_transaction_is_found(
+    pristine: Path, tampered: Callable[..., VerifyReport], column: str
+) -> None:
+    for tx_id, number, blob in _rows(pristine, f"SELECT tx_id, block_number, {column} FROM transactions"):
+        for position in range(0, len(blob), max(1, len(blob) // 25)):
+            flipped = _flip(blob, position)
+            report = tampered((f"UPDATE transactions SET {column} = ? WHERE tx_id = ?", (flipped, tx_id)))
+            assert not report.ok and report.block_number == number, (column, position, report)
+            if number > 0:
+                assert report.tx_id == tx_id, report
+
+
+def test_any_changed_byte_of_a_state_entry_names_its_key_and_writer(
+    pristine: Path, tampered: Callable[..., VerifyReport]
+) -> None:
+    for key, value, number in _rows(pristine, "SELECT key, value, block_number FROM state"):
+        for position in range(0, len(value), max(1, len(value) // 10)):
+            report = tampered(("UPDATE state SET value = ? WHERE key = ?", (_flip(value, position), key)))
+            assert not report.ok and "world state entry" in (report.problem or "") and report.block_number == number
+            assert report.tx_id is not None
+
+
+def test_a_forged_or_deleted_state_entry_is_found(tampered: Callable[..., VerifyReport]) -> None:
+    forged = tampered(("INSERT INTO state VALUES (?, ?, 1, 0)", (b"\x00consent\x00x\x00", b"{}")))
+    assert "not written by any committed transaction" in (forged.problem or "")
+    deleted = tampered(("DELETE FROM state WHERE key = (SELECT MIN(key) FROM state)", ()))
+    assert "world state entry" in (deleted.problem or "")
+
+
+def test_a_changed_history_entry_is_found(tampered: Callable[..., VerifyReport]) -> None:
+    report = tampered(("UPDATE history SET value = X'7B7D' WHERE rowid = (SELECT MIN(rowid) FROM history)", ()))
+    assert not report.ok and "history" in (report.problem or "")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad_block", "words"),
+    [
+        ([("DELETE FROM blocks WHERE number = 3", ())], 3, "missing"),
+        ([("DELETE FROM blocks WHERE number = 6", ())], 6, "missing"),
+        ([("DELETE FROM blocks WHERE number = 0", ())], 0, "missing"),
+        (
+            [
+                ("UPDATE blocks SET number = -1 WHERE number = 2", ()),
+                ("UPDATE blocks SET number = 2 WHERE number = 3", ()),
+                ("UPDATE blocks SET number = 3 WHERE number = -1", ()),
+            ],
+            2,
+            "reordered",
+        ),
+        ([("DELETE FROM transactions WHERE block_number = 5 AND tx_index = 2", ())], 5, "missing"),
+    ],
+    ids=["delete-middle-block", "delete-last-block", "delete-genesis", "swap-blocks", "delete-transaction"],
+)
+def test_deleted_or_reordered_blocks_are_found(
+    tampered: Callable[..., VerifyReport], tamper: list[tuple[str, tuple[object, ...]]], bad_block: int, words: str
+) -> None:
+    report = tampered(*tamper)
+    assert not report.ok and report.block_number == bad_block and words in (report.problem or ""), report
+
+
+def test_cli_verify_exits_non_zero_and_names_the_block(copy: Path) -> None:
+    ok = CliRunner().invoke(app, ["ledger", "verify", "--state-dir", str(copy)])
+    assert ok.exit_code == 0 and "ledger verified" in ok.output
+    _edit(copy, ("DELETE FROM blocks WHERE number = 4", ()))
+    failed = CliRunner().invoke(app, ["ledger", "verify", "--state-dir", str(copy)])
+    assert failed.exit_code == 1 and "block 4" in failed.output
