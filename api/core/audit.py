@@ -115,12 +115,12 @@ class AuditMiddleware:
 
 
 class LedgerAuditTrail:
-    """Hands each event to the ledger as its organisation; a fresh idempotency key makes redelivery harmless."""
+    """Queues each event durably in its organisation's outbox; the key makes a redelivery commit only once."""
 
     def __init__(self, hub: LedgerHub) -> None:
         self._hub = hub
 
     def record(self, event: AuditEvent) -> None:
-        self._hub.of(event.organisation).submit(
-            AUDIT_FUNCTION, event.contract_argument(), idempotency_key=f"api-audit-{uuid.uuid4()}"
+        self._hub.outbox(event.organisation).enqueue(
+            AUDIT_FUNCTION, event.contract_argument(), idempotency_key=f"api-audit-{uuid.uuid4().hex}"
         )

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from consortium.model_artifact import ModelArtifact
-from consortium.registry import ModelRegistry, TamperedModelError
-from fabric_network.ledger import ContractRejected
 
 from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
 from api.models.common import FieldError
 from api.models.model import ConsentSnapshotRef, FeatureCard, ModelCard, PrivacyGuarantee
+from consortium.model_artifact import ModelArtifact
+from consortium.registry import ModelRegistry, TamperedModelError
 from fabric_network.identities import CONSORTIUM_ORG
+from fabric_network.ledger import ContractRejected
 
 REGISTRY_DIR = "registry"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from api.core.problems import ProblemError
 from fabric_network.identities import CONSORTIUM_ORG, msp_id_for
 from fabric_network.ledger import Ledger, LedgerConfigError, LedgerSettings, open_ledger
+from fabric_network.outbox import Outbox, open_outbox
 
 
 def org_of(hospital: str | None) -> str:
@@ -26,12 +27,32 @@ def hospital_msp(hospital: str) -> str:
 
 
 class LedgerHub:
-    """Ledger handles by organisation, shared by the request threads (the ledgers are thread-safe)."""
+    """Ledger handles and durable outboxes by organisation, shared by the request threads (both are thread-safe).
+
+    Reads and the writes a user waits for (a consent) go to the ledger directly; the audit trail goes through
+    each organisation's outbox (`<state_dir>/outbox/api-<org>.sqlite`), delivered by its background thread.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self._settings = LedgerSettings(state_dir=state_dir)
         self._ledgers: dict[str, Ledger] = {}
+        self._outboxes: dict[str, Outbox] = {}
         self._lock = threading.Lock()
+
+    def outbox(self, org: str) -> Outbox:
+        """`org`'s durable outbox, delivering in the background from first use on."""
+        with self._lock:
+            outbox = self._outboxes.get(org)
+            if outbox is None:
+                outbox = self._outboxes[org] = open_outbox(f"api-{org}", self._settings, org=org)
+                outbox.start()
+            return outbox
+
+    def flush_outboxes(self, timeout_s: float = 30.0) -> bool:
+        """Deliver everything queued now; True when every outbox is drained (tests and shutdown use it)."""
+        with self._lock:
+            outboxes = list(self._outboxes.values())
+        return all(outbox.flush(timeout_s) for outbox in outboxes)
 
     def of(self, org: str) -> Ledger:
         """The ledger as seen by `org`'s client identity (`hospital-a`, or `consortium`)."""
@@ -45,7 +66,11 @@ class LedgerHub:
             return ledger
 
     def close(self) -> None:
+        """Stop the outboxes (what is queued stays on disk for the next start) and close the ledgers."""
         with self._lock:
+            for outbox in self._outboxes.values():
+                outbox.close()
             for ledger in self._ledgers.values():
                 ledger.close()
+            self._outboxes.clear()
             self._ledgers.clear()

@@ -7,7 +7,6 @@ trail stays free of personal data while the officer still reads names.
 import datetime as dt
 from typing import Annotated, Any
 
-from fabric_network.contracts.audit import OUTCOMES
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlmodel import col, select
@@ -16,6 +15,7 @@ from api.core.problems import PROBLEM_RESPONSES, ProblemError
 from api.deps import LedgerHubDep, PageDep, SessionDep, purpose_of_use
 from api.models.common import Page
 from api.models.user import User
+from fabric_network.contracts.audit import OUTCOMES
 from fabric_network.identities import CONSORTIUM_ORG
 
 router = APIRouter(

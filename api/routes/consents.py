@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from hospital_node.config import node_dir_for
-from hospital_node.pseudonyms import PseudonymTable
 
 from api.core.config import Settings
 from api.core.ledger import LedgerHub, hospital_msp
@@ -29,6 +27,8 @@ from api.models.consent import (
 from api.models.user import User
 from fabric_network.contracts.common import PURPOSE_CODES
 from fabric_network.ledger import ContractRejected, Ledger
+from hospital_node.config import node_dir_for
+from hospital_node.pseudonyms import PseudonymTable
 
 router = APIRouter(prefix="/consents", tags=["consents"], responses=PROBLEM_RESPONSES)
 

@@ -30,6 +30,10 @@ class Service:
         assert user.id is not None
         return create_access_token(user.id, self.settings.jwt_secret, timedelta(minutes=5))
 
+    def flush_audit(self) -> None:
+        """Deliver the audit events the outboxes hold, so the ledger shows every request made so far."""
+        assert self.client.app.state.ledgers.flush_outboxes(), "the audit outbox did not drain"  # type: ignore[attr-defined]
+
     def headers(self, username: str | None) -> dict[str, str]:
         return {} if username is None else {"Authorization": f"Bearer {self.token(username)}"}
 

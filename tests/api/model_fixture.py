@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from consortium.model_artifact import FeatureRange, ModelArtifact, ModelSpec
-from consortium.registry import ModelRegistry
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
+from consortium.model_artifact import FeatureRange, ModelArtifact, ModelSpec
+from consortium.registry import ModelRegistry
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
 

@@ -19,7 +19,6 @@ from api.core.access import ACCESS_MATRIX
 from api.deps import SESSION_COOKIE
 from api.models.consent import EXAMPLE_CONSENT
 from api.models.user import Role
-from fabric_network.ledger import open_ledger
 
 PRINCIPALS: list[Role | None] = [None, *Role]
 
@@ -104,10 +103,9 @@ def _credentials(fixture: Fixture, name: str, role: Role | None) -> dict[str, st
 
 
 def _refusals(fixture: Fixture, name: str, actor: str) -> int:
-    state_dir = fixture.service.settings.state_dir
-    with open_ledger(state_dir=state_dir, org="consortium") as ledger:
-        events = ledger.evaluate("AuditContract:query_audit", {"action": f"api.{name}.refused", "actor": actor})
-    return len(events)
+    fixture.service.flush_audit()
+    ledger = fixture.service.client.app.state.ledgers.of("consortium")  # type: ignore[attr-defined]
+    return len(ledger.evaluate("AuditContract:query_audit", {"action": f"api.{name}.refused", "actor": actor}))
 
 
 def test_every_route_of_the_app_is_in_the_matrix(matrix: Fixture) -> None:

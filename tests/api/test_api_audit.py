@@ -8,6 +8,7 @@ def test_every_request_is_audited_and_queryable(service: Service) -> None:
     client.get("/users/me", headers=service.headers("clinician-a"))
     client.get("/users", headers=service.headers("clinician-a"))  # refused: not an admin
     client.get("/users/me")  # refused: nobody
+    service.flush_audit()
     headers = service.headers("compliance")
     everything = client.get("/audit/events", headers=headers).json()
     actions = [(e["actor_name"], e["action"], e["outcome"]) for e in everything["items"]]

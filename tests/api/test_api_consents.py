@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from api_testing import Service
-from hospital_node.config import node_dir_for
-from hospital_node.pseudonyms import PseudonymTable
 
 from api.models.consent import EXAMPLE_CONSENT, PSEUDONYM_SYSTEM
 from fabric_network.ledger import open_ledger
+from hospital_node.config import node_dir_for
+from hospital_node.pseudonyms import PseudonymTable
 
 MRN = "MRN-7731"
 

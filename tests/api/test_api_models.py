@@ -43,6 +43,7 @@ def test_predict_scores_with_version_hash_and_privacy_guarantee(service: Service
     assert answer["model_sha256"] == model.sha256 and answer["model_version"] == "r1"
     assert answer["privacy"]["epsilon"] == 3.0 and answer["data_sites"] == ["HospitalAMSP"]
 
+    service.flush_audit()
     with open_ledger(state_dir=service.settings.state_dir, org="consortium") as ledger:
         events = ledger.evaluate("AuditContract:query_audit", {"action": "api.predict"})
     assert len(events) == 2
