@@ -1,6 +1,7 @@
 """The CareFed service's FastAPI application: routers, error handling, auditing and web pages."""
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,9 +35,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upgrade_to_head(engine)
     hub = LedgerHub(settings.state_dir)
 
+    catalog = ModelCatalog(hub, settings.state_dir)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        preloading = threading.Thread(target=catalog.preload, name="carefed-model-preload", daemon=True)
+        preloading.start()
         yield
+        preloading.join()
         hub.close()
         engine.dispose()
 
@@ -51,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.ledgers = hub
-    app.state.catalog = ModelCatalog(hub, settings.state_dir)
+    app.state.catalog = catalog
     install_problem_handlers(app, check_access_before_validation, pages.render_problem)
     for module in (health, login, users, nodes, consents, models, audit, pages):
         app.include_router(module.router)

@@ -11,6 +11,7 @@ the route when the handler names none, and an unknown URL is recorded without it
 anything a user typed).
 """
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.core.ledger import LedgerHub, org_of
+from fabric_network.contracts.common import PSEUDONYM, ContractError, record_id
 
 AUDIT_FUNCTION = "AuditContract:append_audit_event"
 REFUSED = {401, 403}
@@ -53,12 +55,22 @@ def outcome_of(status: int) -> str:
 
 
 def default_object(route_name: str, path_params: dict[str, Any]) -> str:
-    """The object a route acts on, from its path parameters, when the handler named none."""
+    """The object a route acts on, from its path parameters, when the handler named none.
+
+    Path parameters are whatever the caller sent (the request may be refused for them), so a value the
+    AuditContract would refuse — not a pseudonym where one is due, or shaped like a personal identifier — is
+    recorded as its SHA-256 instead: the event is never lost, and no such value reaches the ledger.
+    """
     if "pseudonym" in path_params:
-        return f"consent:{path_params['pseudonym']}"
+        value = str(path_params["pseudonym"])
+        return f"consent:{value}" if PSEUDONYM.fullmatch(value) else f"route:{route_name}"
     for param, object_type in (("model_id", "model"), ("node_id", "node")):
         if param in path_params:
-            return f"{object_type}:{path_params[param]}"
+            value = str(path_params[param])
+            try:
+                return f"{object_type}:{record_id(param, value)}"
+            except ContractError:
+                return f"{object_type}:sha256-{hashlib.sha256(value.encode()).hexdigest()}"
     return f"route:{route_name}"
 
 

@@ -6,6 +6,7 @@ prediction costs a forward pass, not a file read and a hash; the ledger is asked
 every prediction, so a model is served only while the ledger still vouches for that exact artefact.
 """
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from fabric_network.identities import CONSORTIUM_ORG
 from fabric_network.ledger import ContractRejected
 
 REGISTRY_DIR = "registry"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,15 @@ class ModelCatalog:
         self._registry = ModelRegistry(state_dir / REGISTRY_DIR)
         self._loaded: dict[tuple[str, str], tuple[ModelCard, Predictor]] = {}
         self._lock = threading.Lock()
+
+    def preload(self) -> None:
+        """Load every registered model now (torch's import and the artefact checks take seconds), so that the
+        first prediction is as fast as the others. Runs in the background at start-up; failures only log."""
+        for model_id in self.model_ids():
+            try:
+                self.card(model_id)
+            except ProblemError as problem:
+                logger.warning("model %s not preloaded: %s", model_id, problem.detail)
 
     def model_ids(self) -> list[str]:
         """Every registered model id, in the ledger's order."""

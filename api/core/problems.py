@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.models.common import FieldError, Problem
+from fabric_network.ledger import ContractRejected
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 LOCATIONS = {"body", "query", "path", "header", "cookie"}
@@ -82,6 +83,14 @@ def problem_response(
     )
 
 
+def contract_problem(error: ContractRejected) -> ProblemError:
+    """A contract refusal as a problem naming the field (the message reads `<function>: <field>: <rule>`)."""
+    _function, _, message = str(error).partition(": ")
+    field, _, reason = message.partition(": ")
+    status = 409 if "exists" in reason or "already" in reason else 422
+    return ProblemError(status, message or str(error), field=field if reason else None)
+
+
 def summarize(errors: list[FieldError]) -> str:
     """One line naming every field at fault and why."""
     return "; ".join(f"{error.field}: {error.message}" for error in errors)
@@ -132,7 +141,14 @@ def install_problem_handlers(app: FastAPI, access_check: Callable[[Request], Non
         )
         return respond(request, 500, "The service failed on this request; it has been logged.", [])
 
+    async def on_contract_refusal(request: Request, exc: Exception) -> Response:
+        # A refusal the route did not expect still names the contract's field rather than failing as a 500.
+        assert isinstance(exc, ContractRejected)
+        problem = contract_problem(exc)
+        return respond(request, problem.status, problem.detail, problem.errors)
+
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ContractRejected, on_contract_refusal)
     app.add_exception_handler(ProblemError, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)

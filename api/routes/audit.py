@@ -21,7 +21,11 @@ from fabric_network.identities import CONSORTIUM_ORG
 router = APIRouter(
     prefix="/audit", tags=["audit"], responses=PROBLEM_RESPONSES, dependencies=[Depends(purpose_of_use("HCOMPL"))]
 )
-MAX_EVENTS_PER_QUERY = 10_000  # the AuditContract's own bound on one query
+MAX_EVENTS_PER_QUERY = 10_000
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # nothing CareFed audits is older, and the ledger's
+LATEST = dt.datetime(
+    9998, 12, 31, tzinfo=dt.UTC
+)  # time format has four-digit years  # the AuditContract's own bound on one query
 ACTION_PATTERN = r"^[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}$"
 OBJECT_PATTERN = r"^[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 ACTOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$"
@@ -64,8 +68,12 @@ def audit_filters(
     refused_only: Annotated[bool, Query(description="Only requests the access matrix refused.")] = False,
 ) -> AuditFilters:
     for name, moment in (("since", since), ("until", until)):
-        if moment is not None and moment.tzinfo is None:
+        if moment is None:
+            continue
+        if moment.tzinfo is None:
             raise ProblemError(422, "needs a time zone, e.g. 2026-01-31T00:00:00Z", field=name, location="query")
+        if not EARLIEST <= moment <= LATEST:
+            raise ProblemError(422, "must be between 1970 and 9998", field=name, location="query")
     if since and until and until <= since:
         raise ProblemError(422, "must be later than since", field="until", location="query")
     return AuditFilters(
@@ -77,7 +85,7 @@ AuditFiltersDep = Annotated[AuditFilters, Depends(audit_filters)]
 
 
 def _ledger_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def query_events(session: SessionDep, hub: LedgerHubDep, filters: AuditFilters) -> tuple[list[AuditEventPublic], bool]:

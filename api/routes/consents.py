@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from api.core.config import Settings
 from api.core.ledger import LedgerHub, hospital_msp
-from api.core.problems import PROBLEM_RESPONSES, ProblemError
+from api.core.problems import PROBLEM_RESPONSES, ProblemError, contract_problem
 from api.deps import CurrentUser, LedgerHubDep, PageDep, PageParams, SettingsDep
 from api.models.common import Page
 from api.models.consent import (
@@ -50,14 +50,6 @@ def pseudonym_table(settings: Settings, hospital: str) -> Iterator[PseudonymTabl
     """The hospital's MRN → pseudonym table, the same file its training node reads."""
     with PseudonymTable(node_dir_for(settings.state_dir, hospital) / PSEUDONYM_TABLE_FILE) as table:
         yield table
-
-
-def _rejected(error: ContractRejected) -> ProblemError:
-    """A contract refusal as a problem naming the field (the message reads `<function>: <field>: <rule>`)."""
-    _function, _, message = str(error).partition(": ")
-    field, _, reason = message.partition(": ")
-    status = 409 if "exists" in reason or "already" in reason else 422
-    return ProblemError(status, message or str(error), field=field if reason else None)
 
 
 def _read(ledger: Ledger, pseudonym: str, purpose: str) -> dict[str, Any] | None:
@@ -106,7 +98,7 @@ def record_consent(
             if new_patient:  # nothing of this patient reached the ledger: leave the table as it was
                 table.forget(grant.mrn)
             if isinstance(error, ContractRejected):
-                raise _rejected(error) from None
+                raise contract_problem(error) from None
             raise
     return record
 
@@ -200,7 +192,7 @@ def withdraw(request: Request, hub: LedgerHub, user: User, pseudonym: str, purpo
     try:
         withdrawn: dict[str, Any] = ledger.submit("ConsentContract:withdraw_consent", pseudonym, purpose).result
     except ContractRejected as error:
-        raise _rejected(error) from None
+        raise contract_problem(error) from None
     return withdrawn
 
 
