@@ -42,7 +42,7 @@ def test_no_input_makes_a_server_error(fuzzed_service: Service) -> None:
 
         @given(case=operation.as_strategy())
         @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def call(case: schemathesis.Case) -> None:
+        def call(case: schemathesis.Case, headers: dict[str, str] = headers) -> None:
             response = case.call(headers={**(case.headers or {}), **headers})
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
