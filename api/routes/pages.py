@@ -8,6 +8,7 @@ Forms follow post/redirect/get; a redirect never carries an MRN.
 """
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -34,7 +35,14 @@ from api.deps import (
 from api.models.common import FieldError
 from api.models.consent import ACT_CODE_SYSTEM, CONSENT_SCOPE_SYSTEM, LOINC_PRIVACY_POLICY
 from api.models.user import Actor, Role, User
-from api.routes.audit import AuditFiltersDep, query_events
+from api.routes.audit import (
+    ACTION_PATTERN,
+    ACTOR_PATTERN,
+    OBJECT_PATTERN,
+    AuditFilters,
+    audit_filters,
+    query_events,
+)
 from api.routes.consents import (
     PURPOSE_PATTERN,
     PseudonymPath,
@@ -48,6 +56,7 @@ from api.routes.consents import (
 from api.routes.login import authenticate, issue_token
 from api.routes.models import predict_for
 from api.routes.nodes import node_public, rounds_by_hospital, visible_nodes
+from fabric_network.contracts.audit import OUTCOMES
 from fabric_network.contracts.common import ACT_REASON_SYSTEM, CONSENT_SCOPES, PURPOSE_CODES
 
 router = APIRouter(tags=[PAGE_TAG], include_in_schema=False)
@@ -177,9 +186,57 @@ async def page_predict_submit(request: Request, user: CurrentUser, catalog: Cata
 # --- compliance: audit trail -----------------------------------------------------------------------------------
 
 
+def _form_time(name: str, text: str | None) -> dt.datetime | None:
+    """A datetime-local form value (no zone: the page states its times are UTC) or a full ISO 8601 time."""
+    if not text:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ProblemError(
+            422, "must be a date and time, e.g. 2026-01-31T08:00", field=name, location="query"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def page_audit_filters(
+    actor: str | None = None,
+    action: str | None = None,
+    object: str | None = None,
+    outcome: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    refused_only: bool = False,
+) -> AuditFilters:
+    """The audit page's filter form: empty fields mean no filter; then the API's own checks apply."""
+    filters = AuditFilters(
+        actor=actor or None,
+        action=action or None,
+        object=object or None,
+        outcome=outcome or None,
+        since=_form_time("since", since),
+        until=_form_time("until", until),
+        refused_only=refused_only,
+    )
+    problems = [
+        FieldError(field=name, location="query", message=f"must match {pattern}")
+        for name, pattern in (("actor", ACTOR_PATTERN), ("action", ACTION_PATTERN), ("object", OBJECT_PATTERN))
+        if (value := getattr(filters, name)) is not None and not re.fullmatch(pattern, value)
+    ]
+    if filters.outcome is not None and filters.outcome not in OUTCOMES:
+        problems.append(FieldError(field="outcome", location="query", message=f"one of {', '.join(OUTCOMES)}"))
+    if problems:
+        raise ProblemError.invalid(problems)
+    return audit_filters(**filters.model_dump())
+
+
 @router.get("/ui/audit", name="page_audit", dependencies=[Depends(purpose_of_use("HCOMPL"))])
 def page_audit(
-    request: Request, session: SessionDep, hub: LedgerHubDep, page: PageDep, filters: AuditFiltersDep
+    request: Request,
+    session: SessionDep,
+    hub: LedgerHubDep,
+    page: PageDep,
+    filters: Annotated[AuditFilters, Depends(page_audit_filters)],
 ) -> Response:
     events, truncated = query_events(session, hub, filters)
     query = {k: v for k, v in request.query_params.items() if k not in {"offset", "limit"}}

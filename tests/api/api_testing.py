@@ -1,5 +1,6 @@
 """Helpers of the API tests: a running service with one user per role (see conftest.py for the fixtures)."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,8 +32,14 @@ class Service:
         return create_access_token(user.id, self.settings.jwt_secret, timedelta(minutes=5))
 
     def flush_audit(self) -> None:
-        """Deliver the audit events the outboxes hold, so the ledger shows every request made so far."""
-        assert self.client.app.state.ledgers.flush_outboxes(), "the audit outbox did not drain"  # type: ignore[attr-defined]
+        """Deliver the audit events the outboxes hold, so the ledger shows every request made so far.
+
+        In a thread of its own: the embedded ledger runs its contracts on an event loop, which cannot start in
+        a thread that already runs one (as Playwright's sync API does in the browser tests).
+        """
+        hub = self.client.app.state.ledgers  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            assert worker.submit(hub.flush_outboxes).result(), "the audit outbox did not drain"
 
     def headers(self, username: str | None) -> dict[str, str]:
         return {} if username is None else {"Authorization": f"Bearer {self.token(username)}"}
