@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.resolved_database_url)
     upgrade_to_head(engine)
-    hub = LedgerHub(settings.state_dir)
+    hub = LedgerHub(settings.state_dir, settings.audit_delivery)
 
     catalog = ModelCatalog(hub, settings.state_dir)
 
@@ -41,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         preloading = threading.Thread(target=catalog.preload, name="carefed-model-preload", daemon=True)
         preloading.start()
+        if settings.audit_enabled:
+            hub.start()
         yield
         preloading.join()
         hub.close()

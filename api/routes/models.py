@@ -12,7 +12,7 @@ from api.models.model import ModelCard, Prediction, PredictRequest
 
 router = APIRouter(prefix="/models", tags=["models"], responses=PROBLEM_RESPONSES)
 
-MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"  # the ledger's record ids (`<run id>/model`)
 ModelIdPath = Annotated[str, Path(pattern=MODEL_ID_PATTERN, description="The model's id on the ledger.")]
 
 
@@ -29,7 +29,7 @@ def list_models(catalog: CatalogDep, page: PageDep) -> Page[ModelCard]:
     return Page(items=cards, total=len(model_ids), offset=page.offset, limit=page.limit)
 
 
-@router.get("/{model_id}", name="read_model")
+@router.get("/{model_id:path}", name="read_model")
 def read_model(request: Request, catalog: CatalogDep, model_id: ModelIdPath) -> ModelCard:
     """One model's card: data sites, consent snapshot roots, ε and δ, HE parameters, metrics, hash, inputs."""
     card, _ = catalog.card(model_id)
@@ -54,7 +54,7 @@ def predict_for(request: Request, catalog: ModelCatalog, model_id: str, features
     )
 
 
-@router.post("/{model_id}/predict", name="predict", dependencies=[Depends(purpose_of_use("TREAT"))])
+@router.post("/{model_id:path}/predict", name="predict", dependencies=[Depends(purpose_of_use("TREAT"))])
 def predict(request: Request, catalog: CatalogDep, model_id: ModelIdPath, body: PredictRequest) -> Prediction:
     """A patient's risk score from a registered model, with the model's version, hash and privacy guarantee."""
     return predict_for(request, catalog, model_id, body.features)

@@ -54,7 +54,7 @@ from api.routes.consents import (
     withdraw,
 )
 from api.routes.login import authenticate, issue_token
-from api.routes.models import predict_for
+from api.routes.models import MODEL_ID_PATTERN, predict_for
 from api.routes.nodes import node_public, rounds_by_hospital, visible_nodes
 from fabric_network.contracts.audit import OUTCOMES
 from fabric_network.contracts.common import ACT_REASON_SYSTEM, CONSENT_SCOPES, PURPOSE_CODES
@@ -152,7 +152,7 @@ def page_predict(
     request: Request,
     user: CurrentUser,
     catalog: CatalogDep,
-    model_id: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")] = None,
+    model_id: Annotated[str | None, Query(max_length=128, pattern=MODEL_ID_PATTERN)] = None,
 ) -> Response:
     return _predict_page(request, catalog, model_id, values={}, errors={}, prediction=None)
 

@@ -69,7 +69,7 @@ HOSPITALS = ("hospital-a", "hospital-b")
 def start_service(database_url: str, state_dir: Path) -> Service:
     """The app on a fresh consortium (identities for two hospitals, an empty embedded ledger)."""
     init_identities(state_dir, HOSPITALS)
-    settings = Settings(state_dir=state_dir, database_url=database_url)
+    settings = Settings(state_dir=state_dir, database_url=database_url, audit_delivery="thread")
     app = create_app(settings)
     users = {}
     with Session(app.state.engine, expire_on_commit=False) as session:

@@ -52,7 +52,8 @@ def register_model(state_dir: Path, hospital: str = "hospital-a") -> RegisteredM
     """Train, record the lineage on the ledger and register the artefact; returns what the tests need."""
     spec, x, y = _spec_and_data()
     fitted = LogisticRegression(max_iter=2000).fit(spec.scale(x), y)
-    run_id, model_id, snapshot_id = opaque_id("run"), opaque_id("model"), opaque_id("snapshot")
+    run_id, snapshot_id = opaque_id("run"), opaque_id("snapshot")
+    model_id = f"{run_id}/model"  # the federated run's naming
     with open_ledger(state_dir=state_dir, org=hospital) as ledger:
         for _ in range(3):
             ledger.submit(
@@ -91,7 +92,9 @@ def register_model(state_dir: Path, hospital: str = "hospital-a") -> RegisteredM
     with open_ledger(state_dir=state_dir, org="consortium") as ledger:
         ledger.submit("LineageContract:register_run", run_id, json.dumps(run_spec))
         ledger.submit("LineageContract:record_round", run_id, json.dumps(round_record))
-        ModelRegistry(state_dir / REGISTRY_DIR).register(ledger, model_id, artifact, "breast-cancer", {"auc": 0.95})
+        registry = ModelRegistry(state_dir / REGISTRY_DIR)
+        record = registry.model_record(artifact, registry.store(artifact.to_bytes()), "breast-cancer", {"auc": 0.95})
+        ledger.submit("LineageContract:register_model", model_id, json.dumps(record))
     names = spec.feature_names
     probabilities = fitted.predict_proba(spec.scale(x))[:, 1]
     return RegisteredModel(

@@ -63,7 +63,7 @@ def _request(fixture: Fixture, name: str) -> tuple[str, str, dict[str, Any]]:
         path.replace("{node_id}", str(fixture.node_id))
         .replace("{pseudonym}", fixture.pseudonym)
         .replace("{purpose}", "HRESCH")
-        .replace("{model_id}", fixture.model.model_id)
+        .replace("{model_id:path}", fixture.model.model_id)
         .replace("{path:path}", "carefed.css")
     )
     bodies: dict[str, dict[str, Any]] = {
