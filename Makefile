@@ -6,7 +6,7 @@ VENV := .venv
 UV := .tools/bin/uv
 SYNCED := $(VENV)/.carefed-synced
 
-.PHONY: install demo test lint typecheck test-system-deps
+.PHONY: install demo test lint typecheck fabric test-system-deps
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -34,3 +34,8 @@ test-system-deps:
 
 test: lint typecheck test-system-deps
 	$(VENV)/bin/pytest
+
+# Fabric v3.1.5 binaries for `carefed fabric up` (Go >= 1.26.4 and a Go proxy serving github.com/hyperledger/*).
+# Not part of `test`: this project's Go proxy refuses those modules, see docs/fabric.md.
+fabric: install
+	$(VENV)/bin/carefed fabric install

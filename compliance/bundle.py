@@ -368,12 +368,17 @@ def _verify_into(result: VerifyResult, directory: Path, cas: list[x509.Certifica
             f"{MANIFEST} is of export {manifest.get('bundle_id')} but {PROOFS} is of export {proof_bundle_id}: "
             "the manifest was swapped"
         )
-    for name, digest in dict(manifest.get("files", {})).items():
+    signed_files = dict(manifest.get("files", {}))
+    for name, digest in signed_files.items():
         path = directory / name
         if not path.is_file():
             result.problems.append(f"{name} is missing")
         elif _sha256_file(path) != digest:
             result.problems.append(f"{name} was changed after export (its SHA-256 differs from the manifest's)")
+    for path in sorted(directory.rglob("*")):
+        name = path.relative_to(directory).as_posix()
+        if path.is_file() and name != MANIFEST and name not in signed_files:
+            result.problems.append(f"{name} was added: it is not part of the signed export")
 
     result.problems.extend(_event_order_problems(events, proofs))
     root = bytes.fromhex(result.tree_head) if len(result.tree_head) == 64 else b""
@@ -399,9 +404,9 @@ def _consistency_problems(
     if not earlier.ok:
         return [f"--previous {previous} does not verify: {p}" for p in earlier.problems]
     old = _load_manifest(previous)
-    for key in ("format",):
-        if old.get(key) != manifest.get(key):
-            return [f"--previous {previous}: format {old.get(key)} differs from {manifest.get(key)}; export both alike"]
+    if old.get("format") != manifest.get("format"):
+        older, newer = old.get("format"), manifest.get("format")
+        return [f"--previous {previous}: format {older} differs from {newer}; export both in one format"]
     old_filters, new_filters = dict(old.get("filters", {})), dict(manifest.get("filters", {}))
     for key in ("from", "actor"):
         if old_filters.get(key) != new_filters.get(key):

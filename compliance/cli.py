@@ -154,7 +154,11 @@ ReportOut = Annotated[Path | None, typer.Option("--out", help="Write to this fil
 
 @report_app.command("access")
 def access(
-    pseudonym: Annotated[str, typer.Argument(help="The patient's pseudonym (64 hex characters).")],
+    pseudonym: Annotated[
+        str | None, typer.Argument(help="The patient's pseudonym (64 hex characters); or give --mrn and --hospital.")
+    ] = None,
+    mrn: Annotated[str | None, typer.Option("--mrn", help="Resolve the pseudonym from this MRN at --hospital.")] = None,
+    hospital: Annotated[str | None, typer.Option("--hospital", help="The hospital whose table maps --mrn.")] = None,
     fmt: ReportFormat = "markdown",
     out: ReportOut = None,
     state_dir: StateDir = DEFAULT_STATE,
@@ -164,6 +168,16 @@ def access(
     """GDPR Art. 15: every run, round, model version, purpose and recipient that used a patient's data."""
     from compliance.reports import ReportError, access_report
 
+    if (pseudonym is None) == (mrn is None) or (mrn is not None and hospital is None):
+        raise _fail("give either PSEUDONYM, or --mrn together with --hospital")
+    if mrn is not None and hospital is not None:
+        from compliance.erasure import ErasureError, resolve_pseudonym
+
+        try:
+            pseudonym = resolve_pseudonym(state_dir, hospital, mrn)
+        except ErasureError as exc:
+            raise _fail(str(exc)) from None
+    assert pseudonym is not None
     with _open(state_dir, org, role) as ledger:
         try:
             report = access_report(ledger, pseudonym)

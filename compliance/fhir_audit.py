@@ -186,10 +186,7 @@ def _patient_entity(record: AuditRecord) -> dict[str, Any] | None:
         }
     else:
         return None
-    return {"type": _coding(_PATIENT_ENTITY[0]), "role": _coding(_OBJECT_ROLE_PATIENT), "what": what}
-
-
-_OBJECT_ROLE_PATIENT = (OBJECT_ROLE, "1")
+    return {"type": _coding(_PATIENT_ENTITY[0]), "role": _coding((OBJECT_ROLE, "1")), "what": what}
 
 
 def _profile_and_body(record: AuditRecord) -> tuple[str | None, dict[str, Any]]:

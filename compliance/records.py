@@ -96,33 +96,6 @@ class AuditRecord:
         row["detail"] = canonical_json(self.detail)
         return row
 
-    @classmethod
-    def from_row(cls, row: dict[str, str]) -> AuditRecord:
-        """Parse a row written by :meth:`to_row`; a missing or malformed column is named."""
-        missing = [c for c in COLUMNS if c not in row]
-        if missing:
-            raise RecordError(f"row is missing the column(s) {', '.join(missing)}")
-        try:
-            return cls(
-                event_id=row["event_id"],
-                time=row["time"],
-                actor=row["actor"],
-                role=row["role"],
-                organisation=row["organisation"],
-                action=row["action"],
-                kind=EventKind(row["kind"]),
-                object=row["object"],
-                outcome=Outcome(row["outcome"]),
-                purpose=row["purpose"],
-                patient=row["patient"],
-                recipient=row["recipient"],
-                tx_id=row["tx_id"],
-                block_number=int(row["block_number"]),
-                detail=json.loads(row["detail"]),
-            )
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise RecordError(f"row of event {row.get('event_id')!r}: {exc}") from None
-
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(AuditRecord))
 

@@ -14,8 +14,8 @@ that fails on the upstream shim and passes here):
    :class:`PeerRequestError` unless the reply is a RESPONSE, so the contract fails with the peer's message.
 3. **Payloads are logged.** Importing the package (``fabric_shim/logging.py``) sets the root logger to DEBUG,
    and the shim logs every proposal, payload and ``put_state`` value at INFO on the ``asyncio`` logger.
-   → :data:`SHIM_PAYLOAD_FILTER` drops every record below WARNING that the shim's own files emit, at any
-   level the operator enables, and the root logger goes back to WARNING.
+   → corrected where CareFed imports the library, :mod:`fabric_network.shim` (its filter drops the shim's own
+   records below WARNING at any level), which this module imports it through.
 4. **TLS settings are ignored.** ``fabric_shim/server.py`` ``start()`` passes ``key=None``/``cert=None``
    explicitly, so ``CORE_TLS_CLIENT_KEY_PATH``/``..._CERT_PATH`` never apply and the server listens in
    plaintext. → :func:`build_server` reads :class:`ChaincodeServerSettings` and serves TLS (mutual TLS when a
@@ -39,53 +39,25 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from fabric_chaincode_python.fabric_contract_api import ContractChaincode
-from fabric_chaincode_python.fabric_shim.handler import Handler
-from fabric_chaincode_python.fabric_shim.server import ChaincodeService
-from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SHIM_PACKAGE_DIR = str(Path(importlib.import_module("fabric_chaincode_python").__path__[0]))
+from fabric_network.shim import ChaincodeService, ChaincodeStub, ContractChaincode, Handler
+
 _log = logging.getLogger(__name__)
 
 Message = chaincode_shim_pb2.ChaincodeMessage
 INTERNAL_ERROR = 500
-# The CareFed contracts a chaincode service runs by default (``module:Class``).
-DEFAULT_CONTRACTS = (
-    "fabric_network.contracts:ConsentContract",
-    "fabric_network.contracts:LineageContract",
-    "fabric_network.contracts:AuditContract",
-    "fabric_network.contracts:PrivacyBudgetContract",
-)
 
 
 class PeerRequestError(RuntimeError):
     """The peer answered a state request (GetState, PutState, …) with ERROR."""
 
 
-class _ShimPayloadFilter(logging.Filter):
-    """Drop the shim's own records below WARNING: they carry proposals, payloads and state values (PHI)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.pathname.startswith(_SHIM_PACKAGE_DIR)
-
-
-SHIM_PAYLOAD_FILTER = _ShimPayloadFilter()
-
-
-def quiet_shim_logging() -> None:
-    """Undo the shim's import-time logging: filter its payload records, put the root logger back to WARNING."""
-    shim_logger = logging.getLogger("asyncio")
-    if SHIM_PAYLOAD_FILTER not in shim_logger.filters:
-        shim_logger.addFilter(SHIM_PAYLOAD_FILTER)
-    root = logging.getLogger()
-    if root.level < logging.WARNING:
-        root.setLevel(logging.WARNING)
-
-
-quiet_shim_logging()
+def _drop_per_message_noise(record: logging.LogRecord) -> bool:
+    """Upstream ``Handler.handle_message`` warns "-->> Look out!" on every message from the peer: noise only."""
+    return record.getMessage() != "-->> Look out!"
 
 
 class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
@@ -177,7 +149,11 @@ def build_server(chaincode: ContractChaincode, settings: ChaincodeServerSettings
 
 
 def load_contracts(specs: Sequence[str]) -> ContractChaincode:
-    """``module:Class`` specs → one ``ContractChaincode`` serving all of them."""
+    """``module:Class`` specs → one ``ContractChaincode`` serving all of them; none → CareFed's contracts."""
+    if not specs:
+        from fabric_network.contracts import new_chaincode
+
+        return new_chaincode()
     contracts = []
     for spec in specs:
         module_name, _, class_name = spec.partition(":")
@@ -203,11 +179,15 @@ async def serve(chaincode: ContractChaincode, settings: ChaincodeServerSettings)
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m fabric_network.chaincode_service [--contract module:Class …]`` with settings from env."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--contract", action="append", help="module:Class of a contract (repeatable)")
+    parser.add_argument(
+        "--contract", action="append", help="module:Class of a contract (repeatable; default: CareFed's contracts)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)  # whatever imported the library first, this process logs WARNING+
+    logging.getLogger("asyncio").addFilter(_drop_per_message_noise)
     settings = ChaincodeServerSettings()  # type: ignore[call-arg]  # fields come from the environment
-    asyncio.run(serve(load_contracts(args.contract or DEFAULT_CONTRACTS), settings))
+    asyncio.run(serve(load_contracts(args.contract or ()), settings))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ console = Console()
 
 def _fail(message: str) -> None:
     """Print an error naming the problem and exit non-zero."""
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code=1)
 
 

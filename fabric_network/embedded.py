@@ -27,7 +27,6 @@ spreads that trust over the consortium.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -35,10 +34,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -47,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fabric_network.contracts import CHAINCODE_NAME, evaluate_functions, new_chaincode
+from fabric_network.contracts import CHAINCODE_NAME, CONTRACT_VERSION, evaluate_functions, new_chaincode
 from fabric_network.identities import (
     ConsortiumMaterial,
     SigningIdentity,
@@ -65,6 +64,7 @@ from fabric_network.ledger import (
     LedgerSettings,
     TxResult,
     VerifyReport,
+    decode_result,
     encode_argument,
     serialized_identity,
     transaction_id,
@@ -73,6 +73,7 @@ from fabric_network.ledger import (
 from fabric_network.merkle import merkle_root
 from fabric_network.shim import ChaincodeStub, ContractChaincode
 
+T = TypeVar("T")
 LEDGER_FILE = "embedded-ledger.sqlite"
 BUSY_TIMEOUT_MS = 60_000
 SCHEMA = """
@@ -247,14 +248,58 @@ class _Executed:
     timestamp: str
 
 
-def _parse_payload(payload: bytes) -> Any:
-    if not payload:
-        return None
-    text = payload.decode()
+async def simulate(chaincode: ContractChaincode, stub: EmbeddedStub) -> tuple[Any, EmbeddedStub]:
+    """Run one transaction through the contracts' dispatcher: the peer response and the stub with its writes."""
+    response = await chaincode.invoke(stub)
+    return response, stub
+
+
+def result_record(response: Any, stub: EmbeddedStub) -> bytes:
+    """What a committed transaction stores as its result: status, payload, event and writes, canonically."""
+    return canonical(
+        {
+            "status": response.status,
+            "payload": _b64(bytes(response.payload)),
+            "event": stub.event(),
+            "writes": [[k, None if v is None else _b64(v)] for k, v in stub.writes.items()],
+        }
+    )
+
+
+def write_state(
+    db: sqlite3.Connection, writes: dict[str, bytes | None], block_number: int, index: int, tx: str, stamp: str
+) -> None:
+    """Apply a committed transaction's writes to the world state and the key history."""
+    for state_key, value in writes.items():
+        raw_key = state_key.encode()
+        if value is None:
+            db.execute("DELETE FROM state WHERE key = ?", (raw_key,))
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO state (key, value, block_number, tx_index) VALUES (?, ?, ?, ?)",
+                (raw_key, value, block_number, index),
+            )
+        db.execute(
+            "INSERT INTO history (key, block_number, tx_index, tx_id, value, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+            (raw_key, block_number, index, tx, value, stamp),
+        )
+
+
+def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a contract coroutine to its end, here and now, without an event loop.
+
+    The embedded stub answers every chaincode call from SQLite synchronously, and the contract API awaits
+    nothing else, so a transaction's coroutine never suspends: one ``send`` runs it to completion. Unlike an
+    event loop of our own, this also works when the caller is itself inside a running loop (FastAPI, Flower),
+    where ``run_until_complete`` refuses to nest, and it costs nothing per call.
+    """
     try:
-        return json.loads(text)
-    except ValueError:
-        return text
+        coroutine.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    coroutine.close()
+    raise LedgerError("a contract waited on real I/O; the embedded ledger runs contracts synchronously")
 
 
 class EmbeddedLedger(Ledger):
@@ -286,7 +331,6 @@ class EmbeddedLedger(Ledger):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self._db.executescript(SCHEMA)
-        self._loop = asyncio.new_event_loop()
         self._chaincode: ContractChaincode = new_chaincode()
         self._ensure_genesis()
 
@@ -313,10 +357,16 @@ class EmbeddedLedger(Ledger):
             self._check_open()
             tx = transaction_id(transaction_nonce(None), self._serialized_creator)
             stub = self._stub(tx, function, [encode_argument(a) for a in args], _now_timestamp())
-            response = self._loop.run_until_complete(self._chaincode.invoke(stub))
+            # One read transaction: every read of the evaluation sees the same committed snapshot (WAL), even
+            # while another process commits blocks.
+            self._db.execute("BEGIN")
+            try:
+                response = run_to_completion(self._chaincode.invoke(stub))
+            finally:
+                self._db.execute("COMMIT")
         if response.status != 200:
             raise ContractRejected(f"{function}: {response.message}")
-        return _parse_payload(response.payload)
+        return decode_result(response.payload)
 
     def events(self, from_block: int = 0, *, follow: bool = False, poll_s: float = 0.2) -> Iterator[LedgerEvent]:
         if from_block < 0:
@@ -376,7 +426,6 @@ class EmbeddedLedger(Ledger):
             if self._closed:
                 return
             self._closed = True
-            self._loop.close()
             self._db.close()
 
     # --- inspection for `carefed ledger status` and `history` ----------------------------------------------------
@@ -411,7 +460,7 @@ class EmbeddedLedger(Ledger):
                 "tx_index": index,
                 "tx_id": tx,
                 "timestamp": stamp,
-                "value": None if value is None else _parse_payload(bytes(value)),
+                "value": None if value is None else decode_result(bytes(value)),
             }
             for block, index, tx, stamp, value in rows
         ]
@@ -423,6 +472,7 @@ class EmbeddedLedger(Ledger):
             raise LedgerError("the ledger is closed")
 
     def _stub(self, tx: str, function: str, args: list[str], stamp: dict[str, int]) -> EmbeddedStub:
+        """A stub for one transaction of this ledger's identity over its database."""
         return EmbeddedStub(
             self._db,
             channel_id=self._channel,
@@ -434,18 +484,18 @@ class EmbeddedLedger(Ledger):
             timestamp=stamp,
         )
 
-    def _execute(self, call: Call, tx: str, nonce: bytes) -> _Executed | ContractRejected:
+    async def _execute(self, call: Call, tx: str, nonce: bytes) -> _Executed | ContractRejected:
         """Simulate one transaction against the state as of now (inside the open block's SQL transaction)."""
         args = [encode_argument(a) for a in call.args]
         stamp = _now_timestamp()
-        stub = self._stub(tx, call.function, args, stamp)
-        response = self._loop.run_until_complete(self._chaincode.invoke(stub))
+        response, stub = await simulate(self._chaincode, self._stub(tx, call.function, args, stamp))
         if response.status != 200:
             return ContractRejected(f"{call.function}: {response.message}")
         proposal = canonical(
             {
                 "channel": self._channel,
                 "chaincode": CHAINCODE_NAME,
+                "chaincode_version": CONTRACT_VERSION,
                 "tx_id": tx,
                 "nonce": nonce.hex(),
                 "timestamp": stamp,
@@ -454,20 +504,12 @@ class EmbeddedLedger(Ledger):
                 "args": args,
             }
         )
-        result = canonical(
-            {
-                "status": response.status,
-                "payload": _b64(bytes(response.payload)),
-                "event": stub.event(),
-                "writes": [[k, None if v is None else _b64(v)] for k, v in stub.writes.items()],
-            }
-        )
         return _Executed(
             tx_id=tx,
             proposal=proposal,
             signature=self._identity.sign(proposal),
-            result=result,
-            payload=_parse_payload(bytes(response.payload)),
+            result=result_record(response, stub),
+            payload=decode_result(bytes(response.payload)),
             writes=stub.writes,
             timestamp=timestamp_text(stamp),
         )
@@ -476,32 +518,10 @@ class EmbeddedLedger(Ledger):
         """Execute ``calls`` in order and commit the accepted ones as one block, durably, under the write lock."""
         with self._lock:
             self._check_open()
-            outcomes: list[TxResult | LedgerError | _Executed] = []
-            executed: list[_Executed] = []
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 number, previous = self._head()
-                in_block: set[str] = set()
-                for call in calls:
-                    if call.function in self._evaluate_only:
-                        outcomes.append(LedgerError(f"{call.function}: is read-only; use evaluate"))
-                        continue
-                    try:
-                        nonce = transaction_nonce(call.idempotency_key)
-                    except LedgerError as exc:
-                        outcomes.append(exc)
-                        continue
-                    tx = transaction_id(nonce, self._serialized_creator)
-                    prior = self._committed(tx)
-                    if prior is not None or tx in in_block:
-                        outcomes.append(prior or LedgerError("idempotency_key: repeated within one batch"))
-                        continue
-                    done = self._execute(call, tx, nonce)
-                    if isinstance(done, _Executed):
-                        self._apply(done, number, len(executed))
-                        executed.append(done)
-                        in_block.add(tx)
-                    outcomes.append(done)
+                outcomes, executed = run_to_completion(self._execute_block(calls, number))
                 if executed:
                     self._append_block(number, previous, executed)
                 self._db.execute("COMMIT")
@@ -510,11 +530,40 @@ class EmbeddedLedger(Ledger):
                 raise
         return [TxResult(o.tx_id, number, o.payload) if isinstance(o, _Executed) else o for o in outcomes]
 
+    async def _execute_block(
+        self, calls: Sequence[Call], number: int
+    ) -> tuple[list[TxResult | LedgerError | _Executed], list[_Executed]]:
+        """Run each call against the state left by the ones before it; apply the accepted ones' writes."""
+        outcomes: list[TxResult | LedgerError | _Executed] = []
+        executed: list[_Executed] = []
+        in_block: set[str] = set()
+        for call in calls:
+            if call.function in self._evaluate_only:
+                outcomes.append(LedgerError(f"{call.function}: is read-only; use evaluate"))
+                continue
+            try:
+                nonce = transaction_nonce(call.idempotency_key)
+            except LedgerError as exc:
+                outcomes.append(exc)
+                continue
+            tx = transaction_id(nonce, self._serialized_creator)
+            prior = self._committed(tx)
+            if prior is not None or tx in in_block:
+                outcomes.append(prior or LedgerError("idempotency_key: repeated within one batch"))
+                continue
+            done = await self._execute(call, tx, nonce)
+            if isinstance(done, _Executed):
+                self._apply(done, number, len(executed))
+                executed.append(done)
+                in_block.add(tx)
+            outcomes.append(done)
+        return outcomes, executed
+
     def _committed(self, tx: str) -> TxResult | None:
         row = self._db.execute("SELECT block_number, result FROM transactions WHERE tx_id = ?", (tx,)).fetchone()
         if row is None:
             return None
-        payload = _parse_payload(unb64(json.loads(row[1])["payload"]))
+        payload = decode_result(unb64(json.loads(row[1])["payload"]))
         return TxResult(tx, int(row[0]), payload, duplicate=True)
 
     def _head(self) -> tuple[int, str]:
@@ -524,19 +573,7 @@ class EmbeddedLedger(Ledger):
         return int(row[0]) + 1, hashlib.sha256(bytes(row[1])).hexdigest()
 
     def _apply(self, done: _Executed, block_number: int, index: int) -> None:
-        for state_key, value in done.writes.items():
-            raw_key = state_key.encode()
-            if value is None:
-                self._db.execute("DELETE FROM state WHERE key = ?", (raw_key,))
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO state (key, value, block_number, tx_index) VALUES (?, ?, ?, ?)",
-                    (raw_key, value, block_number, index),
-                )
-            self._db.execute(
-                "INSERT INTO history (key, block_number, tx_index, tx_id, value, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
-                (raw_key, block_number, index, done.tx_id, value, done.timestamp),
-            )
+        write_state(self._db, done.writes, block_number, index, done.tx_id, done.timestamp)
         self._db.execute(
             "INSERT INTO transactions (tx_id, block_number, tx_index, proposal, signature, result) "
             "VALUES (?, ?, ?, ?, ?, ?)",

@@ -67,7 +67,7 @@ def fabric_up(
 
 @fabric_app.command("status")
 def fabric_status(state_dir: StateDir = Path(".carefed")) -> None:
-    """Every process of the network: pid, port, whether it runs and serves."""
+    """Every process of the network: pid, port and health (/healthz for peers and orderer); exit 1 if one is not."""
     from rich.table import Table
 
     from fabric_network.network import status

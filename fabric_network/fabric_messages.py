@@ -42,9 +42,13 @@ def new_proposal(
     chaincode: str,
     args: list[bytes],
     transient: dict[str, bytes] | None = None,
+    nonce: bytes | None = None,
 ) -> Proposal:
-    """Build and sign a proposal; ``args[0]`` is the transaction name (``Contract:function``)."""
-    nonce = os.urandom(NONCE_BYTES)
+    """Build and sign a proposal; ``args[0]`` is the transaction name (``Contract:function``).
+
+    A given ``nonce`` fixes the transaction id (an idempotency key's retries share it); by default it is random.
+    """
+    nonce = nonce if nonce is not None else os.urandom(NONCE_BYTES)
     creator = creator_of(identity)
     tx_id = hashlib.sha256(nonce + creator).hexdigest()
     timestamp = Timestamp()
@@ -77,12 +81,17 @@ def new_proposal(
     return Proposal(tx_id, signed)
 
 
-def transaction_result(envelope: common_pb2.Envelope) -> proposal_response_pb2.Response:
-    """The chaincode's response inside an endorsed transaction (fabric-gateway ``transactionparser.go``)."""
+def chaincode_action(envelope: common_pb2.Envelope) -> proposal_pb2.ChaincodeAction:
+    """The endorsed chaincode action (response, events) inside a transaction envelope (``transactionparser.go``)."""
     payload = common_pb2.Payload.FromString(envelope.payload)
     transaction = transaction_pb2.Transaction.FromString(payload.data)
     action_payload = transaction_pb2.ChaincodeActionPayload.FromString(transaction.actions[0].payload)
     response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(
         action_payload.action.proposal_response_payload
     )
-    return proposal_pb2.ChaincodeAction.FromString(response_payload.extension).response
+    return proposal_pb2.ChaincodeAction.FromString(response_payload.extension)
+
+
+def transaction_result(envelope: common_pb2.Envelope) -> proposal_response_pb2.Response:
+    """The chaincode's response inside an endorsed transaction."""
+    return chaincode_action(envelope).response

@@ -34,6 +34,11 @@ SIGNATURES = common_pb2.BlockMetadataIndex.Value("SIGNATURES")
 class BlockVerificationError(ValueError):
     """A block breaks the chain; the message names the block and what is wrong."""
 
+    def __init__(self, block_number: int, problem: str) -> None:
+        super().__init__(f"block {block_number}: {problem}")
+        self.block_number = block_number
+        self.problem = problem
+
 
 def _der(tag: int, content: bytes) -> bytes:
     length = len(content)
@@ -71,26 +76,26 @@ class OrdererTrust:
 def _check_signer(creator: bytes, trust: OrdererTrust, number: int) -> ec.EllipticCurvePublicKey:
     identity = identities_pb2.SerializedIdentity.FromString(creator)
     if identity.mspid != trust.msp_id:
-        raise BlockVerificationError(f"block {number}: signed by {identity.mspid!r}, not the orderer org")
+        raise BlockVerificationError(number, f"signed by {identity.mspid!r}, not the orderer org")
     cert = x509.load_pem_x509_certificate(identity.id_bytes)
     ca = x509.load_pem_x509_certificate(trust.ca_cert_pem)
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as exc:
-        raise BlockVerificationError(f"block {number}: signer certificate not issued by the orderer CA") from exc
+        raise BlockVerificationError(number, "signer certificate not issued by the orderer CA") from exc
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise BlockVerificationError(f"block {number}: signer key is not ECDSA")
+        raise BlockVerificationError(number, "signer key is not ECDSA")
     return key
 
 
 def verify_block_signature(block: common_pb2.Block, trust: OrdererTrust) -> None:
     number = block.header.number
     if len(block.metadata.metadata) <= SIGNATURES:
-        raise BlockVerificationError(f"block {number}: no signature metadata")
+        raise BlockVerificationError(number, "no signature metadata")
     metadata = common_pb2.Metadata.FromString(block.metadata.metadata[SIGNATURES])
     if not metadata.signatures:
-        raise BlockVerificationError(f"block {number}: not signed by the orderer")
+        raise BlockVerificationError(number, "not signed by the orderer")
     for signature in metadata.signatures:
         creator = common_pb2.SignatureHeader.FromString(signature.signature_header).creator
         key = _check_signer(creator, trust, number)
@@ -98,7 +103,7 @@ def verify_block_signature(block: common_pb2.Block, trust: OrdererTrust) -> None
         try:
             key.verify(signature.signature, signed, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
-            raise BlockVerificationError(f"block {number}: orderer signature does not match") from exc
+            raise BlockVerificationError(number, "orderer signature does not match") from exc
 
 
 def verify_chain(blocks: Iterable[common_pb2.Block], trust: OrdererTrust) -> int:
@@ -108,19 +113,20 @@ def verify_chain(blocks: Iterable[common_pb2.Block], trust: OrdererTrust) -> int
     for block in blocks:
         number = block.header.number
         if number != height:
-            raise BlockVerificationError(f"block {height}: missing (found block {number} in its place)")
+            raise BlockVerificationError(height, f"missing (found block {number} in its place)")
         if block.header.data_hash != data_hash(block):
-            raise BlockVerificationError(f"block {number}: data hash does not match its transactions")
+            raise BlockVerificationError(number, "data hash does not match its transactions")
         if previous is not None and block.header.previous_hash != header_hash(previous):
-            raise BlockVerificationError(f"block {number}: previous hash does not match block {number - 1}")
+            raise BlockVerificationError(number, f"previous hash does not match block {number - 1}")
         if number > 0:  # the genesis block is made offline by configtxgen and carries no orderer signature
             verify_block_signature(block, trust)
         previous, height = block.header, height + 1
     return height
 
 
-def fetch_blocks(gateway: FabricGateway) -> Iterator[common_pb2.Block]:
-    """Every block of the channel, oldest to newest, from the gateway peer's Deliver service."""
+def deliver_blocks(gateway: FabricGateway, start: int = 0, follow: bool = False) -> Iterator[common_pb2.Block]:
+    """The channel's blocks from ``start`` to the newest (or on, as they are cut, with ``follow``), from the
+    gateway peer's Deliver service."""
     identity, channel = gateway.identity, gateway.connection.channel
     nonce = os.urandom(NONCE_BYTES)
     creator = creator_of(identity)
@@ -132,10 +138,15 @@ def fetch_blocks(gateway: FabricGateway) -> Iterator[common_pb2.Block]:
         tx_id=hashlib.sha256(nonce + creator).hexdigest(),
         timestamp=timestamp,
     )
+    stop = (
+        ab_pb2.SeekPosition(specified=ab_pb2.SeekSpecified(number=2**64 - 1))
+        if follow
+        else ab_pb2.SeekPosition(newest=ab_pb2.SeekNewest())
+    )
     seek = ab_pb2.SeekInfo(
-        start=ab_pb2.SeekPosition(oldest=ab_pb2.SeekOldest()),
-        stop=ab_pb2.SeekPosition(newest=ab_pb2.SeekNewest()),
-        behavior=ab_pb2.SeekInfo.FAIL_IF_NOT_READY,
+        start=ab_pb2.SeekPosition(specified=ab_pb2.SeekSpecified(number=start)),
+        stop=stop,
+        behavior=ab_pb2.SeekInfo.BLOCK_UNTIL_READY if follow else ab_pb2.SeekInfo.FAIL_IF_NOT_READY,
     )
     payload = common_pb2.Payload(
         header=common_pb2.Header(
@@ -147,11 +158,11 @@ def fetch_blocks(gateway: FabricGateway) -> Iterator[common_pb2.Block]:
     envelope = common_pb2.Envelope(payload=payload, signature=identity.sign(payload))
     deliver = events_pb2_grpc.DeliverStub(gateway.grpc_channel)
     try:
-        for response in deliver.Deliver(iter([envelope]), timeout=gateway.timeout_s):
+        for response in deliver.Deliver(iter([envelope]), timeout=None if follow else gateway.timeout_s):
             if response.HasField("block"):
                 yield response.block
             elif response.status != common_pb2.Status.SUCCESS:
-                raise BlockVerificationError(f"the peer refused to deliver blocks: status {response.status}")
+                raise BlockVerificationError(start, f"the peer refused to deliver blocks: status {response.status}")
             else:
                 return
     except grpc.RpcError as exc:

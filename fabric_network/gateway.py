@@ -27,6 +27,7 @@ from fabric_network.identities import SigningIdentity
 VALID = transaction_pb2.TxValidationCode.Value("VALID")
 MVCC_READ_CONFLICT = transaction_pb2.TxValidationCode.Value("MVCC_READ_CONFLICT")
 ENDORSEMENT_POLICY_FAILURE = transaction_pb2.TxValidationCode.Value("ENDORSEMENT_POLICY_FAILURE")
+DUPLICATE_TXID = transaction_pb2.TxValidationCode.Value("DUPLICATE_TXID")
 _CHAINCODE_PREFIX = "chaincode response "
 
 
@@ -48,6 +49,14 @@ class MVCCConflict(FabricError):
 
 class TransactionInvalid(FabricError):
     """The transaction was committed with another non-VALID validation code."""
+
+
+class DuplicateTransaction(FabricError):
+    """A transaction with this id (same idempotency key) is already on the ledger; ``args[0]`` is the id."""
+
+    @property
+    def transaction_id(self) -> str:
+        return str(self.args[0])
 
 
 class GatewayUnavailable(FabricError):
@@ -174,10 +183,18 @@ class FabricGateway:
     def _args(self, transaction: str, args: Sequence[str]) -> list[bytes]:
         return [transaction.encode(), *(a.encode() for a in args)]
 
-    def evaluate(self, transaction: str, args: Sequence[str] = (), target_orgs: Sequence[str] = ()) -> bytes:
-        """Run a read-only transaction on the gateway peer (or ``target_orgs``); nothing is ordered."""
+    def evaluate(
+        self, transaction: str, args: Sequence[str] = (), target_orgs: Sequence[str] = (), chaincode: str | None = None
+    ) -> bytes:
+        """Run a read-only transaction on the gateway peer (or ``target_orgs``); nothing is ordered.
+
+        ``chaincode`` overrides the connection's (e.g. ``qscc`` for the peer's ledger queries).
+        """
         proposal = new_proposal(
-            self.identity, self.connection.channel, self.connection.chaincode, self._args(transaction, args)
+            self.identity,
+            self.connection.channel,
+            chaincode or self.connection.chaincode,
+            self._args(transaction, args),
         )
         request = gateway_pb2.EvaluateRequest(
             transaction_id=proposal.transaction_id,
@@ -199,13 +216,28 @@ class FabricGateway:
             except MVCCConflict:
                 if attempt == self.mvcc_retries:
                     raise
-                time.sleep(self.backoff_s * 2**attempt)
+                self.backoff(attempt)
         raise AssertionError("unreachable")
 
-    def submit_once(self, transaction: str, args: Sequence[str] = (), endorsing_orgs: Sequence[str] = ()) -> Committed:
-        """Endorse → sign the envelope → Submit → CommitStatus, once."""
+    def backoff(self, attempt: int) -> None:
+        """Exponential backoff before retry number ``attempt + 1``."""
+        time.sleep(self.backoff_s * 2**attempt)
+
+    def submit_once(
+        self,
+        transaction: str,
+        args: Sequence[str] = (),
+        endorsing_orgs: Sequence[str] = (),
+        nonce: bytes | None = None,
+    ) -> Committed:
+        """Endorse → sign the envelope → Submit → CommitStatus, once.
+
+        A given ``nonce`` fixes the transaction id; if that id is already on the ledger Fabric refuses it and
+        :class:`DuplicateTransaction` is raised instead of committing twice.
+        """
         channel = self.connection.channel
-        proposal = new_proposal(self.identity, channel, self.connection.chaincode, self._args(transaction, args))
+        args_bytes = self._args(transaction, args)
+        proposal = new_proposal(self.identity, channel, self.connection.chaincode, args_bytes, nonce=nonce)
         tx_id = proposal.transaction_id
         try:
             endorsed = self._gateway.Endorse(
@@ -225,7 +257,14 @@ class FabricGateway:
             )
             status = self.commit_status(tx_id)
         except grpc.RpcError as exc:
-            raise translate(exc, f"submit {transaction}") from exc
+            error = translate(exc, f"submit {transaction}")
+            if "duplicate transaction found" in str(error) or any(
+                "duplicate transaction found" in d.message for d in error_details(exc)
+            ):
+                raise DuplicateTransaction(tx_id) from exc
+            raise error from exc
+        if status.result == DUPLICATE_TXID:
+            raise DuplicateTransaction(tx_id)
         if status.result == MVCC_READ_CONFLICT:
             raise MVCCConflict(f"{transaction} ({tx_id}): MVCC read conflict")
         if status.result == ENDORSEMENT_POLICY_FAILURE:

@@ -115,6 +115,17 @@ def encode_argument(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def decode_result(payload: bytes) -> Any:
+    """A contract's return value as callers see it: parsed JSON, else the text, ``None`` when empty."""
+    if not payload:
+        return None
+    text = payload.decode()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def transaction_nonce(idempotency_key: str | None) -> bytes:
     """The proposal nonce: derived from the idempotency key (so retries share one tx id), else random."""
     if idempotency_key is None:
@@ -211,7 +222,7 @@ class LedgerSettings(BaseSettings):
 #: so the embedded default never loads gRPC clients and a Fabric deployment never opens SQLite.
 BACKENDS: dict[str, str] = {
     "embedded": "fabric_network.embedded:open_embedded_ledger",
-    "fabric": "fabric_network.gateway:open_gateway_ledger",
+    "fabric": "fabric_network.fabric_ledger:open_fabric_ledger",
 }
 
 

@@ -173,6 +173,15 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
         "Policies": _org_policies(orderer.msp_id, "member"),
         "OrdererEndpoints": [f"{LOCALHOST}:{ports.orderer}"],
     }
+    # The consortium org submits too (runs, budgets, audit): it is an application org without a peer.
+    consortium_policies = _org_policies(orderer.msp_id, "member")
+    consortium_policies["Endorsement"] = {"Type": "Signature", "Rule": f"OR('{orderer.msp_id}.peer')"}
+    consortium_app_org = {
+        "Name": orderer.msp_id,
+        "ID": orderer.msp_id,
+        "MSPDir": orderer.msp_dir,
+        "Policies": consortium_policies,
+    }
     hospital_orgs = []
     for index, hospital in enumerate(consortium.hospitals):
         policies = _org_policies(hospital.msp_id, "member")
@@ -222,7 +231,7 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
             "Capabilities": {"V2_0": True},
         },
         "Application": {
-            "Organizations": hospital_orgs,
+            "Organizations": [*hospital_orgs, consortium_app_org],
             "Policies": {
                 "Readers": implicit("ANY Readers"),
                 "Writers": implicit("ANY Writers"),
@@ -387,10 +396,11 @@ class Manifest:
 
 
 def _run(argv: Sequence[str], env: Mapping[str, str], what: str) -> str:
+    """Run a Fabric CLI; its stdout (the CLIs log to stderr, which goes into the error on failure)."""
     result = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise NetworkError(f"{what} failed:\n{(result.stderr or result.stdout).strip()}")
-    return result.stdout + result.stderr
+    return result.stdout
 
 
 def _retry(argv: Sequence[str], env: Mapping[str, str], what: str, attempts: int = 20, delay_s: float = 1.0) -> str:
@@ -403,6 +413,19 @@ def _retry(argv: Sequence[str], env: Mapping[str, str], what: str, attempts: int
                 raise
             time.sleep(delay_s)
     raise AssertionError("unreachable")
+
+
+def find_free_base_port(hospitals: int, low: int = 20000, high: int = 60000) -> int:
+    """A base port whose whole block is free now (random, so parallel test sessions rarely even try the same)."""
+    import random
+
+    from fabric_network.processes import port_open
+
+    for _ in range(200):
+        plan = PortPlan(random.randrange(low, high, 100), hospitals)
+        if not any(port_open(p) for p in plan.all_ports()):
+            return plan.base
+    raise NetworkError(f"no free block of {PortPlan(low, hospitals).span()} ports between {low} and {high}")
 
 
 def _orderer_tls_args(consortium: ConsortiumMaterial, ports: PortPlan) -> list[str]:
@@ -426,6 +449,11 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         raise NetworkError(
             f"--base-port {base_port}: this network was created on base port {previous.base_port}; "
             "its channel configuration names those ports (omit --base-port, or use a new --state-dir)"
+        )
+    if len(names) < 2:
+        raise NetworkError(
+            f"--hospitals: a Fabric consortium needs at least 2 hospitals (the identities in {state_dir} have "
+            f"{len(names)}); the majority endorsement policy and chaincode approval assume it"
         )
     ports = PortPlan(previous.base_port if previous else base_port or DEFAULT_BASE_PORT, len(names))
     ports.validate()
@@ -455,7 +483,11 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         )
 
     orderer = supervisor.start(
-        "orderer", [str(home.binary("orderer"))], orderer_env(home, layout, consortium, ports), ports.orderer
+        "orderer",
+        [str(home.binary("orderer"))],
+        orderer_env(home, layout, consortium, ports),
+        ports.orderer,
+        ports.orderer_operations,
     )
     supervisor.wait_serving(orderer)
     channels = _run(
@@ -487,10 +519,12 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
             [peer, "node", "start"],
             peer_env(home, layout, consortium, ports, index),
             ports.peer(index),
+            ports.peer_operations(index),
         )
         supervisor.wait_serving(record)
         admin = admin_env(home, consortium, ports, index)
-        if CHANNEL not in _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})"):
+        joined = _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})").split()
+        if CHANNEL not in joined:
             _retry([peer, "channel", "join", "-b", str(layout.channel_block)], admin, f"join {hospital.name}")
         installed = _run([peer, "lifecycle", "chaincode", "queryinstalled"], admin, "queryinstalled")
         if manifest.package_id not in installed:
@@ -511,9 +545,13 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
 
 
 def connect(
-    state_dir: Path, hospital: str | None = None, role: Literal["client", "admin", "node"] = "client"
+    state_dir: Path,
+    hospital: str | None = None,
+    role: Literal["client", "admin", "node"] = "client",
+    identity_org: str | None = None,
 ) -> FabricGateway:
-    """A Gateway client for a hospital's identity (the first hospital by default) on that hospital's peer."""
+    """A Gateway client on a hospital's peer (the first hospital by default), signing as that hospital's
+    identity in ``role`` — or as ``identity_org``'s (e.g. the consortium org, which has no peer of its own)."""
     from fabric_network.identities import identity_for
 
     layout = Layout.of(state_dir)
@@ -530,7 +568,7 @@ def connect(
         channel=CHANNEL,
         chaincode=CHAINCODE,
     )
-    return FabricGateway(connection, identity_for(consortium, org.name, role))
+    return FabricGateway(connection, identity_for(consortium, identity_org or org.name, role))
 
 
 def wait_for_gateway_read(state_dir: Path, timeout_s: float = 120.0) -> None:
@@ -601,14 +639,26 @@ class ProcessStatus:
     port: int
     running: bool
     serving: bool
+    health: str  # /healthz of peers and the orderer; "serving"/"down" for the chaincode servers
+
+    @property
+    def healthy(self) -> bool:
+        return self.serving and self.health in ("OK", "serving")
 
 
 def status(state_dir: Path) -> list[ProcessStatus]:
-    from fabric_network.processes import port_open
+    from fabric_network.processes import healthz, port_open
 
     supervisor = Layout.of(state_dir).supervisor()
     result = []
     for record in supervisor.records():
         running = supervisor.is_running(record)
-        result.append(ProcessStatus(record.name, record.pid, record.port, running, running and port_open(record.port)))
+        serving = running and port_open(record.port)
+        if not serving:
+            health = "down"
+        elif record.health_port is not None:
+            health = healthz(record.health_port)
+        else:
+            health = "serving"
+        result.append(ProcessStatus(record.name, record.pid, record.port, running, serving, health))
     return result

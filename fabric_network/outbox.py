@@ -8,6 +8,9 @@ the ledger committed them. A crash between commit and mark re-delivers the call;
 with it, fixing the ledger transaction id) makes the ledger answer with the first commit instead of writing
 twice. So nothing queued is lost if the process is killed, and nothing is recorded twice.
 
+Runs of consecutive audit events are sent as one ``append_audit_events`` transaction (``_plan``): the audit
+trail of a busy API then costs one transaction per few hundred events instead of one per event.
+
 Outcomes: ``delivered`` (with tx id and block), ``pending`` (ledger unavailable: retried with backoff), or
 ``rejected`` — the contract refused it (a bad argument will never become valid): kept with the contract's
 message for an operator, never retried, never blocking the calls behind it.
@@ -15,6 +18,7 @@ message for an operator, never retried, never blocking the calls behind it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -38,6 +42,10 @@ from fabric_network.ledger import (
 )
 
 log = logging.getLogger(__name__)
+AUDIT_ONE = "AuditContract:append_audit_event"
+AUDIT_MANY = "AuditContract:append_audit_events"
+MAX_GROUP = 500  # audit events per grouped transaction (the contract takes up to 1,000)
+COLUMNS = "id, idempotency_key, function, args, status, attempts, tx_id, block_number, error, group_key"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -51,7 +59,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     tx_id TEXT,
     block_number INTEGER,
     error TEXT,
-    finished_at REAL
+    finished_at REAL,
+    group_key TEXT  -- audit events sent together: NULL not yet grouped, '' never again (its group was refused)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, id);
 """
@@ -79,6 +88,25 @@ class QueuedCall:
     tx_id: str | None
     block_number: int | None
     error: str | None
+    group_key: str | None = None
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """One ledger call standing for one queued entry, or for a group of queued audit events."""
+
+    call: Call
+    members: list[QueuedCall]
+    group_key: str | None
+
+    @classmethod
+    def alone(cls, queued: QueuedCall) -> _Delivery:
+        return cls(Call(queued.function, queued.args, queued.idempotency_key), [queued], None)
+
+    @classmethod
+    def group(cls, key: str, members: list[QueuedCall]) -> _Delivery:
+        events = "[" + ",".join(q.args[0] for q in members) + "]"
+        return cls(Call(AUDIT_MANY, (events,), key), members, key)
 
 
 class Outbox:
@@ -97,6 +125,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "group_key" not in columns:  # an outbox written before audit grouping existed
+            self._db.execute("ALTER TABLE outbox ADD COLUMN group_key TEXT")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,63 +154,115 @@ class Outbox:
         delivered = rejected = 0
         with self._delivery_lock:
             while True:
-                batch = self._pending(self._batch_size)
-                if not batch:
+                deliveries = self._plan(self._pending(self._batch_size))
+                if not deliveries:
                     break
-                outcomes = self._submit(batch)
+                outcomes = self._submit(deliveries)
                 if outcomes is None:
                     break
-                delivered_now, rejected_now, unavailable = self._record(batch, outcomes)
+                delivered_now, rejected_now, unavailable = self._record(deliveries, outcomes)
                 delivered, rejected = delivered + delivered_now, rejected + rejected_now
                 if unavailable:
                     break
         return DeliveryReport(delivered, rejected, self.count("pending"))
 
     def _pending(self, limit: int) -> list[QueuedCall]:
+        """The oldest pending entries, completed with every member of any audit group among them (a group is
+        always submitted whole: its idempotency key stands for exactly its members)."""
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT id, idempotency_key, function, args, status, attempts, tx_id, block_number, error "
-                "FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?",
-                (limit,),
+                f"SELECT {COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-        return [_queued(row) for row in rows]
+            groups = sorted({row[9] for row in rows if row[9]})
+            for group in groups:
+                rows += self._db.execute(
+                    f"SELECT {COLUMNS} FROM outbox WHERE status = 'pending' AND group_key = ? AND id > ?",
+                    (group, rows[-1][0]),
+                ).fetchall()
+        return sorted((_queued(row) for row in rows), key=lambda q: q.id)
 
-    def _submit(self, batch: list[QueuedCall]) -> list[TxResult | LedgerError] | None:
+    def _plan(self, batch: list[QueuedCall]) -> list[_Delivery]:
+        """One ledger call per entry, except runs of audit events, which travel as one ``append_audit_events``
+        transaction (a run's grouping is stored before it is sent, so a retry after a crash resends the very
+        same group under the same idempotency key)."""
+        deliveries: list[_Delivery] = []
+        run: list[QueuedCall] = []
+        new_groups: list[tuple[str, list[int]]] = []
+
+        def close_run() -> None:
+            for first in range(0, len(run), MAX_GROUP):
+                chunk = run[first : first + MAX_GROUP]
+                if len(chunk) == 1:
+                    deliveries.append(_Delivery.alone(chunk[0]))
+                    continue
+                key = "audit-group-" + hashlib.sha256("\n".join(q.idempotency_key for q in chunk).encode()).hexdigest()
+                new_groups.append((key, [q.id for q in chunk]))
+                deliveries.append(_Delivery.group(key, chunk))
+            run.clear()
+
+        grouped: dict[str, list[QueuedCall]] = {}
+        for queued in batch:
+            if queued.group_key:
+                grouped.setdefault(queued.group_key, []).append(queued)
+                if len(grouped[queued.group_key]) == 1:
+                    deliveries.append(_Delivery.group(queued.group_key, grouped[queued.group_key]))
+            elif queued.function == AUDIT_ONE and queued.group_key is None:
+                run.append(queued)
+            else:
+                close_run()
+                deliveries.append(_Delivery.alone(queued))
+        close_run()
+        if new_groups:
+            with self._db_lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                for key, ids in new_groups:
+                    self._db.executemany("UPDATE outbox SET group_key = ? WHERE id = ?", [(key, i) for i in ids])
+                self._db.execute("COMMIT")
+        return sorted(deliveries, key=lambda d: d.members[0].id)
+
+    def _submit(self, deliveries: list[_Delivery]) -> list[TxResult | LedgerError] | None:
         try:
             if self._ledger is None:
                 self._ledger = self._ledger_factory()
-            return self._ledger.submit_batch([Call(q.function, q.args, q.idempotency_key) for q in batch])
+            return self._ledger.submit_batch([d.call for d in deliveries])
         except LedgerError as exc:
-            log.warning("outbox: ledger unavailable, %d call(s) stay queued: %s", len(batch), type(exc).__name__)
+            count = sum(len(d.members) for d in deliveries)
+            log.warning("outbox: ledger unavailable, %d call(s) stay queued: %s", count, type(exc).__name__)
             self._drop_ledger()
-            self._count_attempt([q.id for q in batch])
+            self._count_attempt([q.id for d in deliveries for q in d.members])
             return None
 
-    def _record(self, batch: list[QueuedCall], outcomes: list[TxResult | LedgerError]) -> tuple[int, int, bool]:
+    def _record(self, deliveries: list[_Delivery], outcomes: list[TxResult | LedgerError]) -> tuple[int, int, bool]:
         delivered = rejected = 0
         unavailable = False
         now = time.time()
         with self._db_lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for queued, outcome in zip(batch, outcomes, strict=True):
+            for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                ids = [(q.id,) for q in delivery.members]
                 if isinstance(outcome, TxResult):
-                    self._db.execute(
+                    self._db.executemany(
                         "UPDATE outbox SET status = 'delivered', tx_id = ?, block_number = ?, finished_at = ?, "
                         "attempts = attempts + 1 WHERE id = ?",
-                        (outcome.tx_id, outcome.block_number, now, queued.id),
+                        [(outcome.tx_id, outcome.block_number, now, i) for (i,) in ids],
                     )
-                    delivered += 1
+                    delivered += len(ids)
+                elif delivery.group_key and isinstance(outcome, ContractRejected):
+                    # Nothing of a refused group was written: its events go one by one, so only the bad one fails.
+                    self._db.executemany("UPDATE outbox SET group_key = '', attempts = attempts + 1 WHERE id = ?", ids)
                 elif isinstance(outcome, ContractRejected) or type(outcome) is LedgerError:
                     # A contract refusal or a malformed call: retrying cannot help.
-                    self._db.execute(
+                    self._db.executemany(
                         "UPDATE outbox SET status = 'rejected', error = ?, finished_at = ?, attempts = attempts + 1 "
                         "WHERE id = ?",
-                        (str(outcome), now, queued.id),
+                        [(str(outcome), now, i) for (i,) in ids],
                     )
-                    log.warning("outbox: %s was rejected by the ledger (entry %d kept)", queued.function, queued.id)
-                    rejected += 1
+                    log.warning(
+                        "outbox: %s was rejected by the ledger (entry %d kept)", delivery.call.function, ids[0][0]
+                    )
+                    rejected += len(ids)
                 else:
-                    self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", (queued.id,))
+                    self._db.executemany("UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", ids)
                     unavailable = True
             self._db.execute("COMMIT")
         if delivered or rejected:
@@ -258,7 +341,7 @@ class Outbox:
 
     def entries(self, status: str | None = None) -> list[QueuedCall]:
         """Stored entries, oldest first, optionally of one status (e.g. ``rejected`` for an operator)."""
-        sql = "SELECT id, idempotency_key, function, args, status, attempts, tx_id, block_number, error FROM outbox"
+        sql = f"SELECT {COLUMNS} FROM outbox"
         params: tuple[str, ...] = ()
         if status is not None:
             sql, params = sql + " WHERE status = ?", (status,)
@@ -269,6 +352,7 @@ class Outbox:
 
 def _queued(row: tuple[Any, ...]) -> QueuedCall:
     return QueuedCall(
+        group_key=row[9],
         id=row[0],
         idempotency_key=row[1],
         function=row[2],

@@ -13,6 +13,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ class ProcessRecord:
     argv: list[str]
     port: int  # the port that shows it is serving
     log: str
+    health_port: int | None = None  # a Fabric operations endpoint serving /healthz, if the process has one
 
 
 def _start_time(pid: int) -> int | None:
@@ -43,6 +46,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex((host, port)) == 0
+
+
+def healthz(port: int) -> str:
+    """A Fabric operations endpoint's verdict: ``OK``, or what it reports as failing (or why it did not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return str(json.loads(response.read()).get("status", "OK"))
+    except urllib.error.HTTPError as exc:  # 503 with the failed checks in the body
+        failed = json.loads(exc.read() or b"{}").get("failed_checks", [])
+        return "failing: " + ", ".join(f"{c.get('component')}: {c.get('reason')}" for c in failed)
+    except OSError as exc:
+        return f"no answer ({exc})"
 
 
 class Supervisor:
@@ -68,7 +83,9 @@ class Supervisor:
         """Alive and still the very process that was started (same pid, same start time)."""
         return _start_time(record.pid) == record.start_time
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str], port: int) -> ProcessRecord:
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], port: int, health_port: int | None = None
+    ) -> ProcessRecord:
         """Start ``argv`` detached (own session, so a Ctrl-C in the shell that ran `up` does not stop it)."""
         existing = self.record(name)
         if existing and self.is_running(existing):
@@ -90,7 +107,7 @@ class Supervisor:
         start_time = _start_time(process.pid)
         if start_time is None:
             raise RuntimeError(f"{name} exited at once; see {log_path}")
-        record = ProcessRecord(name, process.pid, start_time, list(argv), port, str(log_path))
+        record = ProcessRecord(name, process.pid, start_time, list(argv), port, str(log_path), health_port)
         self._pid_file(name).write_text(json.dumps(asdict(record)))
         return record
 
@@ -119,6 +136,10 @@ class Supervisor:
                 time.sleep(0.1)
             if self.is_running(record):
                 os.kill(record.pid, signal.SIGKILL)
+            # A thread-group leader turns zombie while its other threads still exit and hold its sockets:
+            # stopped means its port is free again.
+            while port_open(record.port) and time.monotonic() < deadline + grace_s:
+                time.sleep(0.05)
             stopped = True
         self._pid_file(name).unlink()
         return stopped

@@ -33,6 +33,8 @@ from fabric_chaincode_python.fabric_contract_api import (  # noqa: E402  (must f
     TransactionContextInterface,
 )
 from fabric_chaincode_python.fabric_contract_api.serializer import JSONSerializer  # noqa: E402
+from fabric_chaincode_python.fabric_shim.handler import Handler  # noqa: E402
+from fabric_chaincode_python.fabric_shim.server import ChaincodeService  # noqa: E402
 from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub  # noqa: E402
 
 
@@ -99,4 +101,12 @@ class FastSchemaSerializer(JSONSerializer):  # type: ignore[misc]  # the library
         return result
 
 
-__all__ = ["ChaincodeStub", "Contract", "ContractChaincode", "FastSchemaSerializer", "TransactionContextInterface"]
+__all__ = [
+    "ChaincodeService",
+    "ChaincodeStub",
+    "Contract",
+    "ContractChaincode",
+    "FastSchemaSerializer",
+    "Handler",
+    "TransactionContextInterface",
+]

@@ -11,13 +11,17 @@ Kept apart from the ledger itself so an auditor can read, in one place, exactly 
    the header's ``data_hash``.
 5. Each transaction's id is ``sha256(nonce ‖ creator)``; its creator certificate was issued by the CA of the
    MSP id it claims; its signature over the proposal is valid.
-6. Replaying every committed write in order reproduces the stored world state and key history exactly.
+6. Replaying the committed transactions in order reproduces the stored world state and key history exactly.
+   Transactions written by the current contract version (``CONTRACT_VERSION`` in their proposal) are
+   re-executed against the replayed state and must give exactly their recorded result, event and writes;
+   those of older versions are replayed from their recorded (hash-covered) writes.
 
 The first failure stops the walk and is reported with its block number and transaction id.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -27,10 +31,23 @@ from typing import Any
 
 from cryptography import x509
 
-from fabric_network.embedded import timestamp_text, tx_hash, unb64, verify_signature
+from fabric_network.contracts import CONTRACT_VERSION, new_chaincode
+from fabric_network.embedded import (
+    SCHEMA,
+    EmbeddedStub,
+    result_record,
+    run_to_completion,
+    simulate,
+    timestamp_text,
+    tx_hash,
+    unb64,
+    verify_signature,
+    write_state,
+)
 from fabric_network.identities import ConsortiumMaterial
 from fabric_network.ledger import VerifyReport, serialized_identity, transaction_id
 from fabric_network.merkle import merkle_root
+from fabric_network.shim import ContractChaincode
 
 CHECKS = ("block chain", "orderer signatures", "transaction hashes", "creator signatures", "state replay")
 
@@ -139,58 +156,75 @@ def _check_transaction(trust: _Trust, number: int, tx: str, proposal_raw: bytes,
         raise _Failure("the creator's signature over the proposal is invalid", number, tx)
 
 
-def _compare_state(db: sqlite3.Connection, replay: dict[bytes, tuple[bytes, int, int, str]]) -> None:
-    stored = {
-        bytes(k): (bytes(v), b, i) for k, v, b, i in db.execute("SELECT key, value, block_number, tx_index FROM state")
-    }
-    for state_key in sorted(set(stored) | set(replay)):
-        expected = replay.get(state_key)
-        actual = stored.get(state_key)
-        if expected is None or actual is None or expected[:3] != actual:
-            block, tx = (expected[1], expected[3]) if expected else (actual[1] if actual else None, None)
-            readable = state_key.decode(errors="replace").replace("\x00", "/").strip("/")
-            what = "is not written by any committed transaction" if expected is None else "differs from the replay"
-            raise _Failure(f"world state entry {readable!r} {what}", block, tx)
+@functools.cache
+def _chaincode() -> ContractChaincode:
+    """One dispatcher per process: building it reflects every contract (tens of ms); it keeps no state."""
+    return new_chaincode()
 
 
-def _compare_history(db: sqlite3.Connection, replay: list[tuple[bytes, int, int, str, bytes | None, str]]) -> None:
-    stored = [
-        (bytes(k), b, i, t, None if v is None else bytes(v), ts)
-        for k, b, i, t, v, ts in db.execute(
+class _Replay:
+    """The world state and key history rebuilt from the committed transactions in an in-memory database of the
+    ledger's own schema, so each transaction of the current contract version is re-executed against exactly the
+    state it saw when it was committed."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect(":memory:", isolation_level=None)
+        self.db.executescript(SCHEMA)
+        self.chaincode = _chaincode()
+        self.reexecuted = 0
+
+    def transaction(self, number: int, index: int, tx: str, proposal_raw: bytes, result_raw: bytes) -> None:
+        """Re-execute (same contract version) and apply one committed transaction's recorded writes."""
+        result = _json(result_raw, "the transaction result", number, tx)
+        if number == 0:
+            return
+        proposal = _json(proposal_raw, "the transaction proposal", number, tx)
+        if proposal.get("chaincode_version") == CONTRACT_VERSION:
+            stub = EmbeddedStub(
+                self.db,
+                channel_id=proposal["channel"],
+                tx_id=tx,
+                function=proposal["function"],
+                args=list(proposal["args"]),
+                creator_msp=proposal["creator"]["mspid"],
+                creator_cert=proposal["creator"]["cert"].encode(),
+                timestamp=proposal["timestamp"],
+            )
+            response, stub = run_to_completion(simulate(self.chaincode, stub))
+            if result_record(response, stub) != result_raw:
+                raise _Failure("re-executing the contract does not give the recorded result and writes", number, tx)
+            self.reexecuted += 1
+        writes = {k: None if v is None else unb64(v) for k, v in result["writes"]}
+        write_state(self.db, writes, number, index, tx, timestamp_text(proposal["timestamp"]))
+
+    def compare(self, db: sqlite3.Connection) -> None:
+        """The stored world state and key history must equal the replay's, row for row."""
+        state_sql = "SELECT key, value, block_number, tx_index FROM state"
+        replayed = {bytes(k): (bytes(v), b, i) for k, v, b, i in self.db.execute(state_sql)}
+        stored = {bytes(k): (bytes(v), b, i) for k, v, b, i in db.execute(state_sql)}
+        for state_key in sorted(set(stored) | set(replayed)):
+            expected, actual = replayed.get(state_key), stored.get(state_key)
+            if expected != actual:
+                block, index = (expected or actual or (b"", None, None))[1:]
+                writer = db.execute(
+                    "SELECT tx_id FROM transactions WHERE block_number = ? AND tx_index = ?", (block, index)
+                ).fetchone()
+                readable = state_key.decode(errors="replace").replace("\x00", "/").strip("/")
+                what = "is not written by any committed transaction" if expected is None else "differs from the replay"
+                raise _Failure(f"world state entry {readable!r} {what}", block, writer[0] if writer else None)
+        history_sql = (
             "SELECT key, block_number, tx_index, tx_id, value, timestamp FROM history "
             "ORDER BY block_number, tx_index, key"
         )
-    ]
-    replay_sorted = sorted(replay, key=lambda r: (r[1], r[2], r[0]))
-    for expected, actual in zip(replay_sorted, stored, strict=False):
-        if expected != actual:
-            raise _Failure("a key history entry differs from the replay", expected[1], expected[3])
-    if len(stored) != len(replay_sorted):
-        longer = stored if len(stored) > len(replay_sorted) else replay_sorted
-        extra = longer[min(len(stored), len(replay_sorted))]
-        raise _Failure("the key history has entries that no transaction wrote, or lacks some", extra[1], extra[3])
-
-
-def _replay(
-    number: int,
-    index: int,
-    tx: str,
-    proposal_raw: bytes,
-    result_raw: bytes,
-    state: dict[bytes, tuple[bytes, int, int, str]],
-    history: list[tuple[bytes, int, int, str, bytes | None, str]],
-) -> None:
-    """Apply one committed transaction's writes to the replayed state and history."""
-    result = _json(result_raw, "the transaction result", number, tx)
-    stamp = _json(proposal_raw, "the transaction proposal", number, tx).get("timestamp")
-    moment = timestamp_text(stamp) if stamp else ""
-    for state_key, value in result.get("writes", []):
-        raw_key, raw_value = state_key.encode(), None if value is None else unb64(value)
-        if raw_value is None:
-            state.pop(raw_key, None)
-        else:
-            state[raw_key] = (raw_value, number, index, tx)
-        history.append((raw_key, number, index, tx, raw_value, moment))
+        replayed_history = self.db.execute(history_sql).fetchall()
+        stored_history = db.execute(history_sql).fetchall()
+        for expected_row, actual_row in zip(replayed_history, stored_history, strict=False):
+            if expected_row != actual_row:
+                raise _Failure("a key history entry differs from the replay", expected_row[1], expected_row[3])
+        if len(stored_history) != len(replayed_history):
+            longer = max(stored_history, replayed_history, key=len)
+            extra = longer[min(len(stored_history), len(replayed_history))]
+            raise _Failure("the key history has entries that no transaction wrote, or lacks some", extra[1], extra[3])
 
 
 def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> VerifyReport:
@@ -205,8 +239,7 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _Failure(f"the genesis configuration is malformed ({type(exc).__name__})", 0) from None
         previous = ""
-        state: dict[bytes, tuple[bytes, int, int, str]] = {}
-        history: list[tuple[bytes, int, int, str, bytes | None, str]] = []
+        replay = _Replay()
         for expected_number, (number, header_raw, signature) in enumerate(blocks):
             if number != expected_number:
                 raise _Failure(
@@ -218,7 +251,7 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
                 for tx, index, proposal_raw, tx_signature, result_raw in rows:
                     current_tx = tx
                     _check_transaction(trust, number, tx, bytes(proposal_raw), bytes(tx_signature))
-                    _replay(number, index, tx, bytes(proposal_raw), bytes(result_raw), state, history)
+                    replay.transaction(number, index, tx, bytes(proposal_raw), bytes(result_raw))
                     transactions += 1
             except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
                 raise _Failure(f"malformed block or transaction ({type(exc).__name__})", number, current_tx) from None
@@ -228,8 +261,7 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
         ).fetchone()
         if orphan:
             raise _Failure(f"a transaction belongs to block {orphan[1]}, which is missing", orphan[1], orphan[0])
-        _compare_state(db, state)
-        _compare_history(db, history)
+        replay.compare(db)
     except _Failure as failure:
         return VerifyReport(
             ok=False,
@@ -239,4 +271,6 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
             block_number=failure.block_number,
             tx_id=failure.tx_id,
         )
-    return VerifyReport(ok=True, height=len(blocks), transactions=transactions, checks=CHECKS)
+    reexecution = f"contract re-execution ({replay.reexecuted} of {transactions - 1} transactions; older contract "
+    reexecution += "versions replayed from their recorded writes)"
+    return VerifyReport(ok=True, height=len(blocks), transactions=transactions, checks=(*CHECKS, reexecution))

@@ -42,14 +42,13 @@ class BudgetExceededError(RuntimeError):
         )
 
 
-def _check_positive_finite(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_non_negative_finite(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
+def check_finite_number(
+    name: str, value: object, *, allow_zero: bool = False, error: type[ValueError] = ValueError
+) -> None:
+    """Raise `error` naming `name` unless `value` is a finite real number > 0 (≥ 0 with `allow_zero`)."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not (is_number and (value >= 0 if allow_zero else value > 0)):  # type: ignore[operator]
+        raise error(f"{name} must be a finite number {'≥' if allow_zero else '>'} 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,9 @@ class PrivacyBudget:
     def __post_init__(self) -> None:
         if not isinstance(self.hospital, str) or not self.hospital.strip():
             raise ValueError(f"hospital must be a non-empty name, got {self.hospital!r}")
-        _check_positive_finite("epsilon_limit", self.epsilon_limit)
-        _check_non_negative_finite("epsilon_spent", self.epsilon_spent)
-        _check_non_negative_finite("delta_spent", self.delta_spent)
+        check_finite_number("epsilon_limit", self.epsilon_limit)
+        check_finite_number("epsilon_spent", self.epsilon_spent, allow_zero=True)
+        check_finite_number("delta_spent", self.delta_spent, allow_zero=True)
         if not isinstance(self.runs, int) or self.runs < 0:
             raise ValueError(f"runs must be an integer ≥ 0, got {self.runs!r}")
 
@@ -78,14 +77,14 @@ class PrivacyBudget:
 
     def ensure_affordable(self, epsilon_requested: float) -> None:
         """Raise `BudgetExceededError` if spending `epsilon_requested` more would pass the limit."""
-        _check_positive_finite("epsilon_requested", epsilon_requested)
+        check_finite_number("epsilon_requested", epsilon_requested)
         if self.epsilon_spent + epsilon_requested > self.epsilon_limit + _EPSILON_SLACK:
             raise BudgetExceededError(self.hospital, self.epsilon_spent, epsilon_requested, self.epsilon_limit)
 
     def charge(self, epsilon: float, delta: float) -> PrivacyBudget:
         """Return the budget after one more run that spent (`epsilon`, `delta`)."""
         self.ensure_affordable(epsilon)
-        _check_non_negative_finite("delta", delta)
+        check_finite_number("delta", delta, allow_zero=True)
         return replace(
             self,
             epsilon_spent=self.epsilon_spent + epsilon,

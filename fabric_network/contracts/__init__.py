@@ -6,6 +6,9 @@ e.g. ``"ConsentContract:record_consent"``. docs/ledger.md lists every function a
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from fabric_network.contracts.audit import AuditContract
 from fabric_network.contracts.budget import PrivacyBudgetContract
 from fabric_network.contracts.common import ContractError, snapshot_root
@@ -15,6 +18,11 @@ from fabric_network.shim import ContractChaincode, FastSchemaSerializer
 
 CHAINCODE_NAME = "carefed"
 CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudgetContract)
+#: SHA-256 over the contracts' source files: the embedded ledger's analogue of a chaincode package id. Recorded
+#: in every transaction, so `verify` re-executes exactly the transactions this code version wrote.
+CONTRACT_VERSION = hashlib.sha256(
+    b"".join(path.name.encode() + b"\0" + path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.py")))
+).hexdigest()[:16]
 
 
 def new_chaincode() -> ContractChaincode:
@@ -32,6 +40,7 @@ def evaluate_functions() -> frozenset[str]:
 __all__ = [
     "CHAINCODE_NAME",
     "CONTRACT_CLASSES",
+    "CONTRACT_VERSION",
     "AuditContract",
     "ConsentContract",
     "ContractError",

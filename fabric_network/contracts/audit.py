@@ -78,6 +78,7 @@ class AuditContract(Contract):  # type: ignore[misc]  # the library ships no typ
 
     async def _append(self, ctx: TransactionContextInterface, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         organisation = c.caller_msp(ctx)
+        c.require_role(ctx, ("client", "admin"))  # services and people vouch for events, not peers or orderers
         now, tx = c.tx_time(ctx), c.tx_id(ctx)
         stored = []
         for index, event in enumerate(events):

@@ -28,7 +28,6 @@ from fabric_network.merkle import merkle_root
 from fabric_network.shim import TransactionContextInterface
 
 CONSORTIUM_MSP = msp_id_for(CONSORTIUM_ORG)
-ACT_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 
 #: FHIR v3 ActReason purpose-of-use codes CareFed accepts (code → display).
 PURPOSE_CODES: dict[str, str] = {
@@ -73,13 +72,6 @@ def pseudonym(field: str, value: str) -> str:
     """A patient pseudonym: 64 lowercase hex characters (a random 256-bit value drawn by the hospital)."""
     if not isinstance(value, str) or not PSEUDONYM.fullmatch(value):
         raise ContractError(f"{field}: must be a pseudonym of 64 lowercase hex characters (a random 256-bit value)")
-    return value
-
-
-def sha256_hex(field: str, value: str) -> str:
-    """A SHA-256 digest in lowercase hex."""
-    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
-        raise ContractError(f"{field}: must be a SHA-256 digest of 64 lowercase hex characters")
     return value
 
 
@@ -220,12 +212,6 @@ SCHEMA_METRICS: dict[str, Any] = {
 }
 
 
-def check_record_ids(field: str, values: Iterable[tuple[str, str]]) -> None:
-    """Run :func:`record_id`'s identifier-shape check on ids inside a JSON argument (``(path, value)`` pairs)."""
-    for path, value in values:
-        record_id(f"{field}.{path}", value)
-
-
 # --- the caller and the transaction ----------------------------------------------------------------------------
 
 
@@ -239,8 +225,14 @@ def caller_msp(ctx: TransactionContextInterface) -> str:
 
 def caller_role(ctx: TransactionContextInterface) -> str:
     """The submitting identity's NodeOU role (client, admin, peer or orderer) from its certificate's OU."""
+    return _node_ou(bytes(ctx.get_client_identity().get_x509()))
+
+
+@functools.lru_cache(maxsize=256)
+def _node_ou(cert_pem: bytes) -> str:
+    """The NodeOU of a certificate; cached because a node submits with the same few certificates all day."""
     try:
-        cert = x509.load_pem_x509_certificate(ctx.get_client_identity().get_x509())
+        cert = x509.load_pem_x509_certificate(cert_pem)
     except Exception:
         raise ContractError("caller: the transaction's creator certificate cannot be read") from None
     units = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)]

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from api_testing import Service, start_service
 from sqlalchemy.engine import make_url
+
+from tests.api.api_testing import Service, start_service
 
 REPO = Path(__file__).resolve().parents[2]
 POSTGRES_SCRIPT = REPO / "scripts" / "postgres-test-server.sh"

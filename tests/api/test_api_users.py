@@ -1,9 +1,9 @@
 """Users, sign-in and tokens, on SQLite and PostgreSQL."""
 
-from api_testing import PASSWORD, Service
 from sqlmodel import Session, select
 
 from api.models.user import User
+from tests.api.api_testing import PASSWORD, Service
 
 
 def test_sign_in_gives_a_token_that_identifies_the_user(service: Service) -> None:

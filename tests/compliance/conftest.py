@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography import x509
-from scenario import Scenario, build_scenario
 
 from compliance.records import AuditRecord
 from compliance.signing import consortium_ca_certificates
 from compliance.trail import audit_trail
 from fabric_network.identities import SigningIdentity, identity_for, init_identities, load_consortium
+from hospital_node.pseudonyms import PseudonymTable
+from tests.compliance.scenario import Scenario, build_scenario, make_node_scenario
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +44,9 @@ def audit_records(scenario: Scenario) -> list[AuditRecord]:
     with scenario.ledger() as ledger:
         records, _ = audit_trail(ledger)
     return records
+
+
+@pytest.fixture
+def node_scenario(tmp_path: Path) -> tuple[Scenario, PseudonymTable]:
+    """A private node scenario (erasure changes it)."""
+    return make_node_scenario(tmp_path)

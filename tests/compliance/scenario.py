@@ -13,11 +13,14 @@ from pathlib import Path
 
 from fabric_network.identities import init_identities
 from fabric_network.ledger import Ledger, open_ledger
+from hospital_node.config import NodeConfig, node_dir_for
+from hospital_node.pseudonyms import PseudonymTable
 
 PURPOSE = "HRESCH"
 RUN_ID = "run-demo-1"
 MODEL_ID = "breast-cancer-v2"
 HOSPITALS = {"hospital-a": "HospitalAMSP", "hospital-b": "HospitalBMSP"}
+MRNS = ["A100231", "A100232", "A100233", "A100234"]  # hospital-a's patients when a real node table is used
 
 
 def digest(label: str) -> str:
@@ -149,3 +152,19 @@ def build_scenario(state_dir: Path, hospital_a_patients: list[str] | None = None
             ],
         )
     return scenario
+
+
+def make_node_scenario(directory: Path) -> tuple[Scenario, PseudonymTable]:
+    """The scenario with hospital-a's patients pseudonymised by a real node's pseudonym table."""
+    state_dir = directory / "state"
+    config = NodeConfig(
+        hospital="hospital-a",
+        node_dir=node_dir_for(state_dir, "hospital-a"),
+        data=directory / "data.csv",
+        schema_path=directory / "schema.toml",
+        ledger_state_dir=state_dir,
+    )
+    config.save()
+    table = PseudonymTable(config.pseudonym_table)
+    pseudonyms = table.assign(MRNS)
+    return build_scenario(state_dir, [pseudonyms[m] for m in MRNS]), table

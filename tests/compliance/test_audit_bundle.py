@@ -138,6 +138,14 @@ def test_swapped_manifest_is_named(
     assert any("the manifest was swapped" in p for p in problems), problems
 
 
+def test_an_added_file_is_named(bundle: tuple[Path, ExportFormat], consortium_cas: list[x509.Certificate]) -> None:
+    directory, _ = bundle
+    (directory / "events-extra.csv").write_text("event_id\nforged\n")
+    assert verify_bundle(directory, consortium_cas).problems == [
+        "events-extra.csv was added: it is not part of the signed export"
+    ]
+
+
 def test_a_signature_from_outside_the_consortium_fails(
     bundle: tuple[Path, ExportFormat], outsider_cas: list[x509.Certificate]
 ) -> None:
@@ -166,3 +174,12 @@ def test_consistency_between_successive_exports(
     assert verify_bundle(forged, consortium_cas).ok  # self-consistent on its own ...
     problems = verify_bundle(forged, consortium_cas, previous=older).problems  # ... but not with the past
     assert any(f"event {victim.event_id} (position 2) differs from the earlier export" in p for p in problems), problems
+
+
+def test_consistency_needs_both_exports_in_one_format(
+    tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity, consortium_cas: list[x509.Certificate]
+) -> None:
+    older = _export(audit_records[:9], ExportFormat.JSONL, tmp_path / "older", exporter)
+    newer = _export(audit_records, ExportFormat.CSV, tmp_path / "newer", exporter)
+    problems = verify_bundle(newer, consortium_cas, previous=older).problems
+    assert problems == [f"--previous {older}: format jsonl differs from csv; export both in one format"]

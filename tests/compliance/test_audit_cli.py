@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scenario import Scenario
 from typer.testing import CliRunner
 
 from carefed.cli import app
 from compliance.bundle import MANIFEST
+from tests.compliance.scenario import Scenario
 
 runner = CliRunner()
 

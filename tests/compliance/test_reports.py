@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.provenance import Provenance
 from prov.model import ProvDocument
-from scenario import MODEL_ID, RUN_ID, Scenario
 from typer.testing import CliRunner
 
 from carefed.cli import app
@@ -21,6 +20,7 @@ from compliance.reports import (
     privacy_budget_report,
     to_markdown,
 )
+from tests.compliance.scenario import MODEL_ID, RUN_ID, Scenario
 
 runner = CliRunner()
 

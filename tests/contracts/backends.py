@@ -60,4 +60,24 @@ def embedded_network(directory: Path) -> Iterator[LedgerNetwork]:
         network.close()
 
 
-BACKENDS: dict[str, Callable[[Path], AbstractContextManager[LedgerNetwork]]] = {"embedded": embedded_network}
+@contextmanager
+def fabric_network(directory: Path) -> Iterator[LedgerNetwork]:
+    """A real Fabric network (`carefed fabric up` on free ports), ledgers through each org's gateway peer."""
+    from tests.fabric.live import running_network
+
+    with running_network(directory, HOSPITALS):
+        network = LedgerNetwork(
+            "fabric",
+            directory,
+            lambda org, role: open_ledger(backend="fabric", state_dir=directory, org=org, role=role),
+        )
+        try:
+            yield network
+        finally:
+            network.close()
+
+
+BACKENDS: dict[str, Callable[[Path], AbstractContextManager[LedgerNetwork]]] = {
+    "embedded": embedded_network,
+    "fabric": fabric_network,
+}

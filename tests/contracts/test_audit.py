@@ -68,3 +68,8 @@ def test_identifier_shaped_values_are_refused(hospital_a: Ledger, refused: Calla
         ("role", "Clinician with notes"),
     ):
         assert f"event.{field}" in refused(hospital_a, "AuditContract:append_audit_event", _event(**{field: value}))
+
+
+def test_a_node_identity_cannot_append_events(network, refused: Callable[..., str]) -> None:
+    peer = network.ledger("hospital-a", "node")
+    assert "caller: role peer" in refused(peer, "AuditContract:append_audit_event", _event())

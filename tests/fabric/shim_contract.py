@@ -1,6 +1,6 @@
 """A two-transaction contract that exercises exactly the shim paths the faults live on (unit tests only)."""
 
-from fabric_chaincode_python.fabric_contract_api import Contract, TransactionContextInterface
+from fabric_network.shim import Contract, TransactionContextInterface
 
 
 class ShimProbeContract(Contract):

@@ -68,7 +68,8 @@ def test_configtx_sets_anchor_peers_consenter_tls_and_short_batch_timeout(consor
     ports = PortPlan(21000, 3)
     profile = yaml.safe_load(yaml.safe_dump(network.configtx(consortium, ports)))["Profiles"]["CareFedChannel"]
     orgs = profile["Application"]["Organizations"]
-    assert [o["AnchorPeers"][0]["Port"] for o in orgs] == [ports.peer(i) for i in range(3)]
+    assert [o["AnchorPeers"][0]["Port"] for o in orgs if "AnchorPeers" in o] == [ports.peer(i) for i in range(3)]
+    assert [o["Name"] for o in orgs][-1] == "ConsortiumMSP"  # submits runs and budgets, has no peer
     consenter = profile["Orderer"]["EtcdRaft"]["Consenters"][0]
     assert consenter["Port"] == ports.orderer
     assert consenter["ServerTLSCert"] == str(Path(consortium.orderer.node.tls_dir) / "server.crt")
@@ -153,3 +154,64 @@ def test_a_taken_port_is_refused_before_starting(tmp_path: Path) -> None:
             supervisor.start("second", [sys.executable, "-c", "pass"], env, port)
     finally:
         supervisor.stop("first")
+
+
+def test_a_free_base_port_has_its_whole_block_free() -> None:
+    base = network.find_free_base_port(2)
+    assert not any(port_open(p) for p in PortPlan(base, 2).all_ports())
+
+
+def test_a_single_hospital_network_is_refused(tmp_path: Path) -> None:
+    init_identities(tmp_path, ["hospital-a"])
+    home = FabricHome(tmp_path / "home")
+    for path in home.missing():  # pretend the binaries are installed: the check comes before any process
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+    with pytest.raises(network.NetworkError, match="at least 2 hospitals"):
+        network.up(tmp_path, home)
+
+
+def test_healthz_reports_ok_or_the_failing_checks() -> None:
+    """Fabric's operations endpoint answers 200 {"status":"OK"} or 503 with failed_checks (core/operations)."""
+    import http.server
+    import threading
+
+    from fabric_network.processes import healthz
+
+    class Operations(http.server.BaseHTTPRequestHandler):
+        healthy = True
+
+        def do_GET(self) -> None:
+            body = (
+                {"status": "OK"}
+                if Operations.healthy
+                else {"status": "Service Unavailable", "failed_checks": [{"component": "docker", "reason": "down"}]}
+            )
+            self.send_response(200 if Operations.healthy else 503)
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Operations)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert healthz(server.server_port) == "OK"
+        Operations.healthy = False
+        assert healthz(server.server_port) == "failing: docker: down"
+    finally:
+        server.shutdown()
+    assert healthz(server.server_port).startswith("no answer")
+
+
+def test_status_lists_each_started_process_with_its_health(tmp_path: Path) -> None:
+    layout = Layout.of(tmp_path)
+    supervisor = layout.supervisor()
+    port, _ = _chaincode_server(tmp_path, supervisor, "chaincode-hospital-a")
+    try:
+        [entry] = network.status(tmp_path)
+        assert (entry.name, entry.port, entry.health, entry.healthy) == ("chaincode-hospital-a", port, "serving", True)
+    finally:
+        network.down(tmp_path)
+    assert network.status(tmp_path) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import ssl
 import subprocess
@@ -22,14 +23,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fabric_chaincode_python.fabric_contract_api import ContractChaincode
-from fabric_chaincode_python.fabric_shim import server as upstream_server
+from fabric_chaincode_python.fabric_shim import server as upstream_server  # the unfixed server, for contrast
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 
-from fabric_network import chaincode_service
-from fabric_network.chaincode_service import SHIM_PAYLOAD_FILTER, ChaincodeServerSettings, build_server
+from fabric_network.chaincode_service import ChaincodeServerSettings, build_server
 from fabric_network.fabric_messages import new_proposal
-from fabric_network.identities import SigningIdentity
+from fabric_network.identities import SigningIdentity, identity_for, init_identities
+from fabric_network.shim import ContractChaincode, DropLibraryPayloadLogs
 from tests.fabric.pki import TestCA
 from tests.fabric.shim_contract import ShimProbeContract
 
@@ -49,9 +49,8 @@ class FakePeer:
     fail_requests_with: str | None = None
     requests: list[int] = field(default_factory=list)
 
-    async def transact(self, address: str, args: list[str]) -> Message:
-        identity = _identity()
-        proposal = new_proposal(identity, CHANNEL, "carefed", [a.encode() for a in args])
+    async def transact(self, address: str, args: list[str], identity: SigningIdentity | None = None) -> Message:
+        proposal = new_proposal(identity or _identity(), CHANNEL, "carefed", [a.encode() for a in args])
         async with grpc.aio.insecure_channel(address) as channel:
             call = chaincode_shim_pb2_grpc.ChaincodeStub(channel).Connect()
             register = await call.read()
@@ -154,15 +153,20 @@ def test_successful_reads_and_writes_still_work() -> None:
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_no_argument_value_is_logged(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Even with the shim's logger turned up to DEBUG, CareFed's filter keeps argument values out of the logs."""
     shim_logger = logging.getLogger("asyncio")
-    if kind == "upstream":
-        shim_logger.removeFilter(SHIM_PAYLOAD_FILTER)
+    level, filters = shim_logger.level, list(shim_logger.filters)
+    shim_logger.setLevel(logging.DEBUG)
+    if kind == "upstream":  # without fabric_network.shim's correction
+        for payload_filter in [f for f in filters if isinstance(f, DropLibraryPayloadLogs)]:
+            shim_logger.removeFilter(payload_filter)
     try:
         with caplog.at_level(logging.DEBUG):
             completed = run_transaction(kind, FakePeer(), ["Probe:record", "k1", SECRET])
             time.sleep(0.2)  # the shim logs through a queue listener thread
     finally:
-        chaincode_service.quiet_shim_logging()
+        shim_logger.setLevel(level)
+        shim_logger.filters[:] = filters
     assert _response(completed).status == 200
     leaked = [r.getMessage() for r in caplog.records if SECRET in r.getMessage()]
     assert leaked == []
@@ -228,3 +232,34 @@ def test_tls_settings_from_the_environment_are_honoured(kind: str, tmp_path: Pat
 def test_half_configured_tls_is_refused_naming_the_variables() -> None:
     with pytest.raises(ValueError, match="CORE_TLS_CLIENT_KEY_PATH and CORE_TLS_CLIENT_CERT_PATH"):
         ChaincodeServerSettings(chaincode_id="probe:1", address="127.0.0.1:0", tls_key_file=Path("/k.pem"))
+
+
+def test_the_chaincode_server_process_logs_no_argument_values(tmp_path: Path) -> None:
+    """The real entry point with CareFed's contracts: a consent is recorded, the pseudonym appears in no log."""
+    consortium = init_identities(tmp_path / "state", ["hospital-a"])
+    user = identity_for(consortium, "hospital-a")
+    pseudonym = secrets.token_hex(32)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "CHAINCODE_ID": "carefed_1.0:test",
+        "CHAINCODE_SERVER_ADDRESS": f"127.0.0.1:{port}",
+    }
+    log = tmp_path / "chaincode.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fabric_network.chaincode_service"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for_port(port, process)
+        peer = FakePeer()
+        args = ["ConsentContract:record_consent", pseudonym, "HRESCH", "research", "2026-01-01T00:00:00Z", ""]
+        completed = asyncio.run(peer.transact(f"127.0.0.1:{port}", args, identity=user))
+        assert _response(completed).status == 200, _response(completed).message
+        assert any(pseudonym.encode() in value for value in peer.state.values())  # it did reach the ledger
+    finally:
+        process.terminate()
+        process.wait()
+    assert log.read_text().strip(), "the server logged nothing at all: the check would be vacuous"
+    assert pseudonym not in log.read_text()

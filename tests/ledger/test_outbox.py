@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fabric_network.ledger import Ledger, LedgerUnavailable, open_ledger
+from fabric_network.ledger import Call, Ledger, LedgerError, LedgerUnavailable, TxResult, open_ledger
 from fabric_network.outbox import Outbox
 
 EVENT = {"role": "service", "action": "round.train", "object": "run:r1", "outcome": "success", "purpose": ""}
@@ -95,3 +95,66 @@ def test_background_delivery(state_dir: Path, switch: _Switch, outbox: Outbox) -
     assert outbox.flush(timeout_s=20)
     outbox.stop()
     assert len(_actors(state_dir, "svc-bg")()) == 1
+
+
+def test_runs_of_audit_events_travel_as_one_transaction(state_dir: Path, switch: _Switch) -> None:
+    switch.down = False
+    box = Outbox(state_dir / "outbox" / "grouped.sqlite", switch, batch_size=200)
+    try:
+        for n in range(30):
+            box.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-group", "object": f"run:r{n}"})
+        box.enqueue("PrivacyBudgetContract:read_budget", "HospitalAMSP", "HRESCH")  # breaks the run
+        for n in range(3):
+            box.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-group", "object": f"run:s{n}"})
+        report = box.deliver_pending()
+        assert (report.delivered, report.rejected) == (33, 1)
+        delivered = box.entries("delivered")
+        assert len({e.tx_id for e in delivered[:30]}) == 1 and len({e.tx_id for e in delivered[30:]}) == 1
+        stored = _actors(state_dir, "svc-group")()
+        assert [e["object"] for e in stored] == [f"run:r{n}" for n in range(30)] + [f"run:s{n}" for n in range(3)]
+    finally:
+        box.close()
+
+
+def test_a_refused_group_is_retried_event_by_event(state_dir: Path, switch: _Switch, outbox: Outbox) -> None:
+    switch.down = False
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-ok-1"})
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-bad", "object": "patient:MRN-1234567"})
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-ok-2"})
+    report = outbox.deliver_pending()
+    assert (report.delivered, report.rejected, report.still_pending) == (2, 1, 0)
+    (rejected,) = outbox.entries("rejected")
+    assert rejected.error is not None and "event.object" in rejected.error
+    assert len(_actors(state_dir, "svc-ok-1")()) == len(_actors(state_dir, "svc-ok-2")()) == 1
+
+
+class _LosesResponses:
+    """A real ledger whose first batch commits but whose answer is lost (a crash between commit and mark)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger, self.lost = ledger, False
+
+    def submit_batch(self, calls: list[Call]) -> list[TxResult | LedgerError]:
+        outcomes = self.ledger.submit_batch(calls)
+        if not self.lost:
+            self.lost = True
+            raise LedgerUnavailable("connection lost after commit")
+        return outcomes
+
+    def close(self) -> None:
+        """The outbox drops a ledger that failed; this one stays usable for the retry."""
+
+
+def test_a_group_whose_commit_answer_was_lost_is_written_once(state_dir: Path) -> None:
+    real = open_ledger(state_dir=state_dir, org="hospital-a")
+    flaky = _LosesResponses(real)
+    box = Outbox(state_dir / "outbox" / "lost.sqlite", lambda: flaky, batch_size=4)  # type: ignore[arg-type,return-value]
+    try:
+        for n in range(6):
+            box.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-lost", "object": f"run:r{n}"})
+        assert box.deliver_pending().delivered == 0 and flaky.lost
+        assert box.deliver_pending().delivered == 6
+        assert len(_actors(state_dir, "svc-lost")()) == 6, "the re-sent group was recognised, not written again"
+    finally:
+        box.close()
+        real.close()

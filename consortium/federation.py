@@ -1,0 +1,223 @@
+"""Setting up a consortium on one machine and driving a federated run through the real Flower processes.
+
+Used by `carefed demo`, `bench/round.py` and the end-to-end tests, so that all three exercise the same path a
+deployment takes: identities (`carefed ledger init`), the key ceremony, one configured node per hospital with
+its pseudonym table and consents on the ledger, budget limits set by the consortium, then a SuperLink and one
+SuperNode per hospital and `flwr run`. Progress is read from the results file the ServerApp rewrites after every
+round; completion from `flwr ls`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from consortium.keys import run_ceremony
+from consortium.model_artifact import ModelSpec
+from consortium.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
+from consortium.tls import ensure_superlink_tls
+from fabric_network.identities import init_identities, msp_id_for
+from fabric_network.ledger import Call, Ledger, LedgerError, open_ledger
+from hospital_node.config import DEFAULT_PURPOSE, NodeConfig, node_dir_for
+from hospital_node.pseudonyms import PseudonymTable
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONSENT_VALID_FROM = "2020-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class HospitalPlan:
+    """One hospital of a local consortium: its files, which patients consent, and its ε limit."""
+
+    name: str
+    data: Path
+    schema: Path
+    consenting_mrns: tuple[str, ...]
+    epsilon_limit: float
+    eval_data: Path | None = None
+    drop_bad_rows: bool = False
+
+
+def record_consents(ledger: Ledger, table: PseudonymTable, mrns: Iterable[str], purpose: str) -> dict[str, str]:
+    """Give each MRN a pseudonym (if new) and record its active consent for `purpose`; returns MRN → pseudonym."""
+    pseudonyms = table.assign(mrns)
+    calls = [
+        Call(
+            "ConsentContract:record_consent",
+            (pseudonym, purpose, "research", CONSENT_VALID_FROM, ""),
+            idempotency_key=f"consent:{pseudonym}:{purpose}",
+        )
+        for pseudonym in pseudonyms.values()
+    ]
+    for start in range(0, len(calls), 500):
+        for outcome in ledger.submit_batch(calls[start : start + 500]):
+            if isinstance(outcome, LedgerError):
+                raise outcome
+    return pseudonyms
+
+
+def withdraw_consents(ledger: Ledger, table: PseudonymTable, mrns: Iterable[str], purpose: str) -> list[str]:
+    """Withdraw the consent of these patients (as their hospital); returns their pseudonyms."""
+    pseudonyms = list(table.mapping(mrns).values())
+    calls = [Call("ConsentContract:withdraw_consent", (p, purpose)) for p in pseudonyms]
+    for outcome in ledger.submit_batch(calls):
+        if isinstance(outcome, LedgerError):
+            raise outcome
+    return pseudonyms
+
+
+def set_up_consortium(
+    state_dir: Path, hospitals: Sequence[HospitalPlan], purpose: str = DEFAULT_PURPOSE, backend: str = "embedded"
+) -> None:
+    """Identities, key ceremony, node configs, consents and budget limits for a fresh local consortium."""
+    names = [h.name for h in hospitals]
+    init_identities(state_dir, names)
+    run_ceremony(state_dir, names)
+    with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
+        for hospital in hospitals:
+            consortium.submit(
+                "PrivacyBudgetContract:set_budget_limit",
+                msp_id_for(hospital.name),
+                purpose,
+                repr(hospital.epsilon_limit),
+            )
+    for hospital in hospitals:
+        node = NodeConfig(
+            hospital=hospital.name,
+            node_dir=node_dir_for(state_dir, hospital.name).resolve(),
+            data=hospital.data.resolve(),
+            schema_path=hospital.schema.resolve(),
+            eval_data=hospital.eval_data.resolve() if hospital.eval_data else None,
+            drop_bad_rows=hospital.drop_bad_rows,
+            purpose=purpose,
+            ledger_backend=backend,  # type: ignore[arg-type]
+            ledger_state_dir=state_dir.resolve(),
+        )
+        node.save()
+        with (
+            open_ledger(backend=backend, state_dir=state_dir, org=hospital.name) as ledger,
+            PseudonymTable(node.pseudonym_table) as table,
+        ):
+            record_consents(ledger, table, hospital.consenting_mrns, purpose)
+
+
+@dataclass
+class RunRequest:
+    """A run's settings (run-config keys of `[tool.flwr.app.config]`) plus orchestration hooks."""
+
+    run_id: str
+    spec: ModelSpec
+    rounds: int = 3
+    min_participants: int = 2
+    he: bool = True
+    epsilon: float = 3.0
+    round_timeout_s: float = 120.0
+    hold_after_round: int = 0  # pause the ServerApp after this round until the orchestrator resumes it
+    extra: dict[str, Any] = field(default_factory=dict)  # further run-config overrides (learning-rate, …)
+
+
+@dataclass
+class RunReport:
+    outcome: RunOutcome
+    results: dict[str, Any]
+    wall_s: float
+
+
+class LocalConsortium:
+    """A SuperLink and the hospitals' SuperNodes on localhost, for one or more runs."""
+
+    def __init__(self, state_dir: Path, hospitals: Sequence[str], *, tls: bool = True, backend: str = "embedded"):
+        self.state_dir = state_dir.resolve()
+        self.hospitals = list(hospitals)
+        self.backend = backend
+        tls_material = ensure_superlink_tls(self.state_dir / "consortium" / "tls") if tls else None
+        self.runtime = FlowerRuntime(self.state_dir / "flwr", tls=tls_material)
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start each hospital's worker, the SuperLink and the SuperNodes; return when all are ready."""
+        workers = {
+            f"worker-{h}": self.runtime.spawn(
+                f"worker-{h}", [sys.executable, "-m", "hospital_node.worker", str(node_dir_for(self.state_dir, h))]
+            )
+            for h in self.hospitals
+        }
+        self.runtime.start_superlink(timeout_s)
+        for hospital in self.hospitals:
+            self.runtime.start_supernode(
+                hospital, {"hospital": hospital, "node-dir": str(node_dir_for(self.state_dir, hospital))}
+            )
+        self.runtime.wait_for_supernodes(timeout_s)
+        self.runtime.wait_for_log_line(workers, b"carefed node worker ready", timeout_s)
+
+    def kill_supernode(self, hospital: str) -> None:
+        """Simulate a hospital crashing mid-run (SIGKILL: no deregistration)."""
+        self.runtime.stop_supernode(hospital, signal.SIGKILL)
+
+    def run(
+        self,
+        request: RunRequest,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 1800.0,
+    ) -> RunReport:
+        """Submit a run, report progress after each round, wait for it to finish, return its results."""
+        results_path = self.state_dir / "runs" / f"{request.run_id}.json"
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.unlink(missing_ok=True)
+        resume_path = results_path.with_suffix(".resume")
+        config = {
+            "run-id": request.run_id,
+            "state-dir": str(self.state_dir),
+            "results-path": str(results_path),
+            "hospitals": ",".join(self.hospitals),
+            "num-rounds": request.rounds,
+            "min-participants": request.min_participants,
+            "round-timeout": request.round_timeout_s,
+            "ledger-backend": self.backend,
+            "he": request.he,
+            "epsilon": request.epsilon,
+            "spec": request.spec.to_json(),
+            "hold-after-round": request.hold_after_round,
+            **request.extra,
+        }
+        started = time.monotonic()
+        run_id = self.runtime.submit(PROJECT_DIR, config)
+        seen = ""
+
+        def poll() -> None:
+            nonlocal seen
+            if not results_path.exists():
+                return
+            text = results_path.read_text(encoding="utf-8")
+            if text == seen:
+                return
+            seen = text
+            results = json.loads(text)
+            if on_progress is not None:
+                on_progress(results)
+            if results.get("status", "").startswith("holding"):
+                resume_path.touch()
+
+        outcome = self.runtime.wait_for_run(run_id, timeout_s, poll_s=0.5, on_poll=poll)
+        poll()
+        if not results_path.exists():
+            raise RuntimeFailure(
+                f"run {request.run_id} wrote no results ({outcome.status}: {outcome.details}); "
+                f"see {self.runtime.log_path('superlink')}"
+            )
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        return RunReport(outcome, results, time.monotonic() - started)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> LocalConsortium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,435 @@
+"""The consortium's Flower ServerApp: federated averaging over CKKS ciphertexts (HE-FedAvg).
+
+The aggregator holds only the public context and a guard that refuses any read of hospital key material. Each
+round it sends the previous round's *encrypted* sum to the hospitals, which decrypt it into the global model,
+train under DP, and answer with an encrypted sample-weighted update; it adds the ciphertexts and never sees a
+plaintext model until the final artefact is published. It enforces a minimum number of participants, a
+deadline per round (its own short poll loop instead of `send_and_receive`'s 3 s sleep), records drop-outs and
+declines, and writes each round's lineage to the ledger once the hospitals have reported the hash of the model
+that round produced (they learn it when they decrypt, one message later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from consortium.keys import forbid_secret_reads, he_parameters, public_context_path
+from consortium.model_artifact import ModelArtifact, ModelSpec
+from consortium.registry import ModelRegistry
+from fabric_network.identities import msp_id_for
+from fabric_network.outbox import open_outbox
+from hospital_node.training import STATUS_OK, RoundRequest
+
+app = ServerApp()
+PULL_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The run configuration (`[tool.flwr.app.config]`, overridden per run by `flwr run --run-config`)."""
+
+    run_id: str
+    state_dir: Path
+    results_path: Path
+    hospitals: tuple[str, ...]
+    rounds: int
+    min_participants: int
+    round_timeout_s: float
+    join_timeout_s: float
+    ledger_backend: str
+    purpose: str
+    he: bool
+    epsilon: float
+    delta: float
+    max_grad_norm: float
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    record_unit: float
+    spec: ModelSpec
+    model_name: str
+    hold_after_round: int = 0
+
+    @property
+    def resume_path(self) -> Path:
+        return self.results_path.with_suffix(".resume")
+
+    @classmethod
+    def from_run_config(cls, config: Any) -> RunSettings:
+        if not str(config["state-dir"]) or not str(config["spec"]):
+            raise ValueError("run config: state-dir and spec must be set (use `carefed consortium run` or the demo)")
+        return cls(
+            run_id=str(config["run-id"]),
+            state_dir=Path(str(config["state-dir"])),
+            results_path=Path(str(config["results-path"])),
+            hospitals=tuple(h for h in str(config["hospitals"]).split(",") if h),
+            rounds=int(config["num-rounds"]),
+            min_participants=int(config["min-participants"]),
+            round_timeout_s=float(config["round-timeout"]),
+            join_timeout_s=float(config["join-timeout"]),
+            ledger_backend=str(config["ledger-backend"]),
+            purpose=str(config["purpose"]),
+            he=bool(config["he"]),
+            epsilon=float(config["epsilon"]),
+            delta=float(config["delta"]),
+            max_grad_norm=float(config["max-grad-norm"]),
+            local_epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]),
+            learning_rate=float(config["learning-rate"]),
+            record_unit=float(config["record-unit"]),
+            spec=ModelSpec.from_json(str(config["spec"])),
+            model_name=str(config["model-name"]),
+            hold_after_round=int(config["hold-after-round"]),
+        )
+
+    def request(self, round_number: int, aggregate: bytes) -> RoundRequest:
+        return RoundRequest(
+            run_id=self.run_id,
+            round=round_number,
+            rounds=self.rounds,
+            purpose=self.purpose,
+            spec=self.spec,
+            he=self.he,
+            epsilon=self.epsilon,
+            delta=self.delta,
+            max_grad_norm=self.max_grad_norm,
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            record_unit=self.record_unit,
+            aggregate=aggregate,
+        )
+
+
+@dataclass
+class RoundLog:
+    """What happened in one round, for the results file and (once the model hash is known) the ledger."""
+
+    round: int
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    declined: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    aggregate_sha256: str = ""
+    aggregate_s: float = 0.0
+    round_s: float = 0.0
+    update_bytes: int = 0
+    model_sha256: str = ""
+    auc: float | None = None
+
+    def lineage(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "round": self.round,
+            "participants": [
+                {
+                    "hospital": p["msp-id"],
+                    "consent_snapshot_id": p["consent-snapshot-id"],
+                    "consent_snapshot_root": p["consent-snapshot-root"],
+                    "epsilon_spent": p["epsilon-round"],
+                    "update_sha256": p["update-sha256"],
+                }
+                for p in self.participants
+            ],
+            "dropped": sorted({msp_id_for(h) for h in [*self.declined, *self.dropped] if not h.startswith("node-")}),
+            "aggregate_sha256": self.aggregate_sha256,
+            "model_sha256": self.model_sha256,
+            "duration_s": round(self.round_s, 3),
+            "metrics": {"aggregate_s": self.aggregate_s, **({"auc": self.auc} if self.auc is not None else {})},
+        }
+        return record
+
+
+class FederatedRun:
+    """The round loop of one run; state lives here only for the run's duration (one ServerApp process)."""
+
+    def __init__(self, grid: Grid, settings: RunSettings, opened_files: list[str]) -> None:
+        self.grid = grid
+        self.settings = settings
+        self.opened_files = opened_files
+        # Lineage goes through the durable outbox: a slow or unavailable ledger delays the record, never the round.
+        self.outbox = open_outbox(
+            "aggregator", backend=settings.ledger_backend, state_dir=settings.state_dir, org="consortium"
+        )
+        self.outbox.start()
+        self.public: Any = None
+        if settings.he:
+            from privacy.he import PublicContext
+
+            self.public = PublicContext.deserialize(public_context_path(settings.state_dir).read_bytes())
+        self.names: dict[int, str] = {}
+        self.retired: dict[int, str] = {}
+        self.rounds: list[RoundLog] = []
+        self.events: list[str] = []
+        self.status = "running"
+        self.final: dict[str, Any] = {}
+
+    # -- ledger -------------------------------------------------------------------------------------------------
+    def _submit(self, function: str, *args: Any, key: str) -> None:
+        """Queue a lineage or audit write durably (idempotent: the key fixes the ledger transaction id)."""
+        self.outbox.enqueue(function, *args, idempotency_key=key)
+
+    def _audit(self, action: str, hospital: str, round_number: int) -> None:
+        """An audit event for a hospital that did not contribute to a round (no reason text: free text stays off
+        chain; the reason is in the run's results)."""
+        event = {
+            "actor": "aggregator",
+            "role": "service",
+            "action": action,
+            "object": f"run:{self.settings.run_id}",
+            "outcome": "minor-failure",
+            "purpose": self.settings.purpose,
+        }
+        key = f"audit:{self.settings.run_id}:{round_number}:{action}:{hospital}"
+        self._submit("AuditContract:append_audit_event", json.dumps(event), key=key)
+
+    def _register_run(self) -> None:
+        s = self.settings
+        spec = {
+            "purpose": s.purpose,
+            "hospitals": [msp_id_for(h) for h in s.hospitals],
+            "dp": {"epsilon": s.epsilon, "delta": s.delta, "max_grad_norm": s.max_grad_norm, "accountant": "rdp"},
+            "he": he_parameters(s.state_dir) if s.he else {"scheme": "none"},
+            "code_version": _code_version(),
+            "model_name": s.model_name,
+            "min_participants": s.min_participants,
+            "rounds": s.rounds,
+        }
+        self._submit("LineageContract:register_run", s.run_id, json.dumps(spec), key=f"run:{s.run_id}")
+
+    def _record_round(self, log: RoundLog) -> None:
+        self._submit(
+            "LineageContract:record_round",
+            self.settings.run_id,
+            json.dumps(log.lineage()),
+            key=f"round:{self.settings.run_id}:{log.round}",
+        )
+
+    # -- messaging ----------------------------------------------------------------------------------------------
+    def _exchange(self, node_ids: Iterable[int], message_type: str, content: dict[str, Any]) -> dict[int, Message]:
+        """Send one message per node, collect replies until all are in or the round deadline passes."""
+        messages = [
+            Message(RecordDict({"config": ConfigRecord(content)}), dst_node_id=node_id, message_type=message_type)
+            for node_id in node_ids
+        ]
+        pending = set(self.grid.push_messages(messages))
+        replies: dict[int, Message] = {}
+        deadline = time.monotonic() + self.settings.round_timeout_s
+        while pending and time.monotonic() < deadline:
+            for reply in self.grid.pull_messages(list(pending)):
+                replies[reply.metadata.src_node_id] = reply
+                pending.discard(reply.metadata.reply_to_message_id)
+            if pending:
+                time.sleep(PULL_INTERVAL_S)
+        return replies
+
+    def _name(self, node_id: int) -> str:
+        return self.names.get(node_id, f"node-{node_id}")
+
+    def _wait_for_nodes(self) -> list[int]:
+        wanted = len(self.settings.hospitals)
+        deadline = time.monotonic() + self.settings.join_timeout_s
+        while True:
+            node_ids = sorted(self.grid.get_node_ids())
+            if len(node_ids) >= wanted or time.monotonic() >= deadline:
+                return node_ids
+            time.sleep(PULL_INTERVAL_S)
+
+    # -- rounds -------------------------------------------------------------------------------------------------
+    def _classify(self, log: RoundLog, asked: list[int], replies: dict[int, Message]) -> list[dict[str, Any]]:
+        """Split replies into usable updates, declines and drop-outs; remember node names."""
+        usable: list[dict[str, Any]] = []
+        for node_id in asked:
+            reply = replies.get(node_id)
+            if reply is None or reply.has_error():
+                log.dropped.append(self._name(node_id))
+                why = "did not answer within the deadline" if reply is None else f"failed: {reply.error.reason}"
+                self.events.append(f"round {log.round}: {self._name(node_id)} {why}")
+                self._audit("round.dropout", self._name(node_id), log.round)
+                continue
+            fields = dict(reply.content["result"])
+            self.names[node_id] = str(fields["hospital"])
+            if fields.get("status") != STATUS_OK:
+                reason = str(fields.get("reason", "declined"))
+                log.declined[self._name(node_id)] = reason
+                self.events.append(f"round {log.round}: {self._name(node_id)} declined: {reason}")
+                self._audit("round.decline", self._name(node_id), log.round)
+                if fields.get("permanent"):
+                    self.retired[node_id] = reason
+                continue
+            usable.append(fields)
+        return usable
+
+    def _note_previous_model(self, replies: list[dict[str, Any]]) -> None:
+        """Hospitals report the hash and local AUC of the model they decrypted; record that round's lineage."""
+        if not self.rounds or self.rounds[-1].model_sha256:
+            return
+        previous = self.rounds[-1]
+        hashes = {str(r["model-sha256"]) for r in replies if "model-sha256" in r}
+        if len(hashes) > 1:
+            raise RuntimeError(f"round {previous.round}: hospitals decrypted different models {sorted(hashes)}")
+        if not hashes:
+            return
+        previous.model_sha256 = hashes.pop()
+        evaluated = [(float(r["auc"]), int(r["n-eval"])) for r in replies if "auc" in r]
+        if evaluated:
+            previous.auc = sum(a * n for a, n in evaluated) / sum(n for _, n in evaluated)
+        self._record_round(previous)
+        self._write_results()
+
+    def _aggregate(self, updates: list[bytes]) -> bytes:
+        if self.settings.he:
+            from privacy.he import aggregate
+
+            return bytes(aggregate(self.public, updates))
+        import numpy as np
+
+        total = sum(np.frombuffer(u, dtype="<f8") for u in updates)
+        return np.asarray(total, dtype="<f8").tobytes()
+
+    def run(self) -> None:
+        s = self.settings
+        self._register_run()
+        joined = self._wait_for_nodes()
+        self.events.append(f"{len(joined)} of {len(s.hospitals)} hospitals connected")
+        aggregate = b""
+        for round_number in range(1, s.rounds + 1):
+            started = time.perf_counter()
+            log = RoundLog(round_number)
+            asked = [n for n in sorted(self.grid.get_node_ids()) if n not in self.retired]
+            if len(asked) < s.min_participants:
+                self.status = (
+                    f"stopped before round {round_number}: {len(asked)} hospitals available, "
+                    f"minimum {s.min_participants}"
+                )
+                break
+            replies = self._exchange(asked, MessageType.TRAIN, s.request(round_number, aggregate).to_config())
+            usable = self._classify(log, asked, replies)
+            self._note_previous_model(usable)
+            if len(usable) < s.min_participants:
+                self.status = (
+                    f"stopped in round {round_number}: {len(usable)} usable updates, minimum {s.min_participants}"
+                )
+                break
+            updates = [bytes(u.pop("update")) for u in usable]
+            aggregate_started = time.perf_counter()
+            aggregate = self._aggregate(updates)
+            log.aggregate_s = time.perf_counter() - aggregate_started
+            log.aggregate_sha256 = hashlib.sha256(aggregate).hexdigest()
+            log.update_bytes = max(len(u) for u in updates)
+            log.participants = usable
+            log.round_s = time.perf_counter() - started
+            self.rounds.append(log)
+            self._write_results()
+            if round_number == s.hold_after_round and round_number < s.rounds:
+                self._hold(round_number)
+        else:
+            self.status = "completed"
+        if self.rounds:
+            self._finish(aggregate)
+        self._write_results()
+
+    def _hold(self, round_number: int) -> None:
+        """Pause between rounds until the operator resumes (lets a demo or test act at a known point)."""
+        s = self.settings
+        self.status = f"holding after round {round_number}"
+        self._write_results()
+        deadline = time.monotonic() + s.round_timeout_s
+        while not s.resume_path.exists() and time.monotonic() < deadline:
+            time.sleep(PULL_INTERVAL_S)
+        s.resume_path.unlink(missing_ok=True)
+        self.status = "running"
+
+    def _finish(self, aggregate: bytes) -> None:
+        """Ask the hospitals to decrypt and evaluate the final model; publish it in the registry and on the ledger."""
+        last = self.rounds[-1]
+        # The last round's participants: a node that just dropped out would only hold the run up to the deadline.
+        participants = {p["hospital"] for p in last.participants}
+        asked = [n for n in sorted(self.grid.get_node_ids()) if self.names.get(n) in participants]
+        replies = self._exchange(asked, MessageType.EVALUATE, self.settings.request(last.round, aggregate).to_config())
+        evaluations = [dict(r.content["result"]) for r in replies.values() if not r.has_error()]
+        ok = [e for e in evaluations if e.get("status") == STATUS_OK]
+        self._note_previous_model(ok)
+        returned: list[bytes] = [a for e in ok if isinstance(a := e.get("artifact"), bytes)]
+        artifacts = {hashlib.sha256(a).hexdigest(): a for a in returned}
+        if not artifacts or set(artifacts) != {last.model_sha256}:
+            self.events.append(f"final model not published: hospitals returned artefacts {sorted(artifacts)}")
+            return
+        artifact = ModelArtifact.from_bytes(artifacts[last.model_sha256])
+        registry = ModelRegistry(self.settings.state_dir / "registry")
+        model_id = f"{self.settings.run_id}/model"
+        metrics = {"auc": last.auc} if last.auc is not None else {}
+        digest = registry.store(artifact.to_bytes())
+        record = registry.model_record(artifact, digest, self.settings.model_name, metrics)
+        self._submit("LineageContract:register_model", model_id, json.dumps(record), key=f"register-model:{model_id}")
+        self.final = {"model_id": model_id, "sha256": digest, "path": str(registry.path_of(digest))}
+
+    def close(self) -> None:
+        """Deliver the queued lineage before the process ends (what cannot be delivered stays queued on disk)."""
+        delivered = self.outbox.flush(timeout_s=60)
+        if not delivered:
+            self.events.append(f"{self.outbox.count('pending')} lineage writes still queued for the ledger")
+        rejected = self.outbox.entries("rejected")
+        self.events += [
+            f"ledger refused {e.function}: {e.error}" for e in rejected if self.settings.run_id in e.idempotency_key
+        ]
+        self.outbox.close()
+        self._write_results()
+
+    def _write_results(self) -> None:
+        results = {
+            "run_id": self.settings.run_id,
+            "status": self.status,
+            "he": self.settings.he,
+            "rounds": [
+                {
+                    "round": log.round,
+                    "participants": [p["hospital"] for p in log.participants],
+                    "declined": log.declined,
+                    "dropped": log.dropped,
+                    "epsilon_run": {p["hospital"]: p["epsilon-run"] for p in log.participants},
+                    "epsilon_round": {p["hospital"]: p["epsilon-round"] for p in log.participants},
+                    "consent_roots": {p["hospital"]: p["consent-snapshot-root"] for p in log.participants},
+                    "consent_excluded": {p["hospital"]: p["consent-excluded"] for p in log.participants},
+                    "train_s": {p["hospital"]: p["train-s"] for p in log.participants},
+                    "encrypt_s": {p["hospital"]: p["encrypt-s"] for p in log.participants},
+                    "aggregate_s": log.aggregate_s,
+                    "round_s": log.round_s,
+                    "update_bytes": log.update_bytes,
+                    "model_sha256": log.model_sha256,
+                    "auc": log.auc,
+                }
+                for log in self.rounds
+            ],
+            "final": self.final,
+            "events": self.events,
+            "aggregator_opened": sorted(set(self.opened_files)),
+        }
+        tmp = self.settings.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        tmp.replace(self.settings.results_path)
+
+
+def _code_version() -> str:
+    from carefed import __version__
+
+    return __version__
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point Flower calls in the `flwr-serverapp` process of each run."""
+    settings = RunSettings.from_run_config(context.run_config)
+    opened = forbid_secret_reads(settings.state_dir)
+    run = FederatedRun(grid, settings, opened)
+    try:
+        run.run()
+    finally:
+        run.close()

@@ -1,0 +1,293 @@
+"""One hospital's part of a training round, independent of Flower so it can be reasoned about and tested alone.
+
+Order matters and follows DESIGN.md's data flow: decrypt the previous global model and check its hash; read the
+data and validate it; select the consented patients (fail closed) and commit their snapshot; plan the round's
+DP noise and ε; charge the ε on the ledger *before* the first step (a refused charge trains nothing); train
+with DP-SGD; encrypt the sample-weighted update. The reply carries only ciphertext, hashes, ε and timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from consortium.model_artifact import ModelArtifact, ModelSpec
+from fabric_network.ledger import Ledger, LedgerError, open_ledger
+from hospital_node.config import NodeConfig
+from hospital_node.consent import ConsentUnavailable, select_consented
+from hospital_node.data import DataSchema, InvalidDataError, PatientRecords, SchemaError, load_records
+from hospital_node.dp_rounds import RunNoiseHistory, plan_round
+from hospital_node.pseudonyms import PseudonymTable
+
+STATUS_OK = "ok"
+STATUS_DECLINED = "declined"
+
+
+class RoundDeclined(Exception):
+    """The hospital will not train this round; the message says why (sent to the aggregator, no patient data).
+
+    `permanent` tells the aggregator not to ask again in this run (a spent budget does not come back).
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """What the aggregator asks of a hospital in one round (from the message's ConfigRecord)."""
+
+    run_id: str
+    round: int
+    rounds: int
+    purpose: str
+    spec: ModelSpec
+    he: bool
+    epsilon: float
+    delta: float
+    max_grad_norm: float
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    record_unit: float
+    aggregate: bytes  # the previous round's (encrypted) sum; empty in round 1
+
+    @classmethod
+    def from_config(cls, config: Any) -> RoundRequest:
+        return cls(
+            run_id=str(config["run-id"]),
+            round=int(config["round"]),
+            rounds=int(config["rounds"]),
+            purpose=str(config["purpose"]),
+            spec=ModelSpec.from_json(str(config["spec"])),
+            he=bool(config["he"]),
+            epsilon=float(config["epsilon"]),
+            delta=float(config["delta"]),
+            max_grad_norm=float(config["max-grad-norm"]),
+            local_epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]),
+            learning_rate=float(config["learning-rate"]),
+            record_unit=float(config["record-unit"]),
+            aggregate=bytes(config["aggregate"]),
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "run-id": self.run_id,
+            "round": self.round,
+            "rounds": self.rounds,
+            "purpose": self.purpose,
+            "spec": self.spec.to_json(),
+            "he": self.he,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "max-grad-norm": self.max_grad_norm,
+            "local-epochs": self.local_epochs,
+            "batch-size": self.batch_size,
+            "learning-rate": self.learning_rate,
+            "record-unit": self.record_unit,
+            "aggregate": self.aggregate,
+        }
+
+
+def _secret_context(node: NodeConfig) -> Any:
+    from privacy.he import SecretContext
+
+    path = node.he_secret_context
+    if not path.exists():
+        raise RoundDeclined(f"no CKKS secret context at {path}: run `carefed keys ceremony` for this hospital")
+    return SecretContext.deserialize(path.read_bytes())
+
+
+def decode_global_model(node: NodeConfig, request: RoundRequest) -> np.ndarray | None:
+    """The global model the aggregate encodes (Σ wᵢ·vᵢ / Σ wᵢ), or None in round 1."""
+    if not request.aggregate:
+        return None
+    if request.he:
+        from privacy.he import decrypt_weighted_average
+
+        return np.asarray(decrypt_weighted_average(_secret_context(node), request.aggregate))
+    summed = np.frombuffer(request.aggregate, dtype="<f8")
+    return np.asarray(summed[:-1] / summed[-1])
+
+
+def encode_update(node: NodeConfig, request: RoundRequest, vector: np.ndarray, n_records: int) -> bytes:
+    """The hospital's sample-weighted update: encrypted under CKKS, or (baseline runs only) in plaintext."""
+    weight = n_records / request.record_unit
+    if request.he:
+        from privacy.he import encrypt_weighted
+
+        return encrypt_weighted(_secret_context(node), vector, weight)
+    return np.concatenate([vector * weight, [weight]]).astype("<f8").tobytes()
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    if len(np.unique(labels)) < 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def load_training_records(node: NodeConfig, path: Path, spec: ModelSpec) -> PatientRecords:
+    """Validated records of a data file, refusing invalid data unless the node drops bad rows."""
+    try:
+        schema = DataSchema.from_toml(node.schema_path)
+        report = load_records(path, schema)
+        records = report.usable_records(drop_bad_rows=node.drop_bad_rows)
+    except (SchemaError, InvalidDataError, FileNotFoundError, ValueError) as exc:
+        raise RoundDeclined(f"input data refused: {exc}") from exc
+    if records.feature_names != spec.feature_names:
+        raise RoundDeclined(
+            f"schema features {list(records.feature_names)} differ from the consortium model's "
+            f"{list(spec.feature_names)}: declare the same features in the same order"
+        )
+    return records
+
+
+def evaluate_global(node: NodeConfig, request: RoundRequest, vector: np.ndarray, round_number: int) -> dict[str, Any]:
+    """Hash of the global model artefact (identical at every hospital) and its AUC on the node's held-out data."""
+    artifact = ModelArtifact.from_vector(request.spec, request.run_id, round_number, vector)
+    result: dict[str, Any] = {"model-sha256": artifact.sha256, "model-round": round_number}
+    if node.eval_data is not None:
+        records = load_training_records(node, node.eval_data, request.spec)
+        auc = _auc(records.labels, artifact.predict_proba(records.features))
+        if auc is not None:
+            result.update({"auc": auc, "n-eval": len(records)})
+    return result
+
+
+def open_node_ledger(node: NodeConfig) -> Ledger:
+    return open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=node.hospital)
+
+
+def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
+    """Run this hospital's part of one round; returns the reply's fields (raises RoundDeclined to refuse)."""
+    from privacy.budget import BudgetExceededError
+    from privacy.dp import DPConfig, PrivacyConfigError, PrivateTrainer, TrainingDataError
+    from privacy.model import load_parameters, parameters_to_vector
+
+    started = time.perf_counter()
+    reply: dict[str, Any] = {"hospital": node.hospital}
+    model = request.spec.build()
+    previous = decode_global_model(node, request)
+    if previous is not None:
+        reply.update(evaluate_global(node, request, previous, request.round - 1))
+        load_parameters(model, previous)
+    records = load_training_records(node, node.data, request.spec)
+    try:
+        ledger = open_node_ledger(node)
+    except (LedgerError, OSError, ValueError) as exc:
+        raise RoundDeclined(f"ledger unreachable ({exc}); consent state unknown, not training (fail closed)") from exc
+    with ledger, PseudonymTable(node.pseudonym_table) as table:
+        reply["msp-id"] = ledger.msp_id
+        try:
+            selection = select_consented(
+                records, table, ledger, request.purpose, f"{request.run_id}/{request.round}/{node.hospital}"
+            )
+        except ConsentUnavailable as exc:
+            raise RoundDeclined(str(exc)) from exc
+        config = DPConfig(
+            target_epsilon=request.epsilon,
+            target_delta=request.delta,
+            epochs=request.local_epochs,
+            max_grad_norm=request.max_grad_norm,
+            batch_size=request.batch_size,
+            learning_rate=request.learning_rate,
+        )
+        cohort = selection.records
+        history_path = node.dp_history(request.run_id)
+        try:
+            rounds_left = request.rounds - request.round + 1
+            plan, history = plan_round(config, len(cohort), rounds_left, RunNoiseHistory.load(history_path))
+            trainer = PrivateTrainer(model, request.spec.scale(cohort.features), cohort.labels, config, plan=plan)
+        except (PrivacyConfigError, TrainingDataError) as exc:
+            raise RoundDeclined(f"cannot train under DP: {exc}") from exc
+        budget = _charge_budget(ledger, node, request, plan.epsilon)
+        try:
+            result, _ = trainer.train(budget)
+        except BudgetExceededError as exc:  # the ledger agreed a moment ago; only a concurrent charge gets here
+            raise RoundDeclined(str(exc)) from exc
+        history.record(plan)
+        history.save(history_path)
+    train_s = time.perf_counter() - started
+    vector = parameters_to_vector(model)
+    encrypt_started = time.perf_counter()
+    payload = encode_update(node, request, vector, len(cohort))
+    reply.update(
+        {
+            "status": STATUS_OK,
+            "update": payload,
+            "update-sha256": hashlib.sha256(payload).hexdigest(),
+            "consent-snapshot-id": selection.snapshot_id,
+            "consent-snapshot-root": selection.snapshot_root,
+            "consent-excluded": selection.excluded,
+            "epsilon-round": plan.epsilon,
+            "epsilon-run": history.epsilon_spent,
+            "noise-multiplier": plan.noise_multiplier,
+            "train-loss": result.mean_loss,
+            "train-s": train_s,
+            "encrypt-s": time.perf_counter() - encrypt_started,
+        }
+    )
+    return reply
+
+
+def train_round_reply(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
+    """`train_round`, with an expected refusal turned into a "declined" reply the aggregator records."""
+    try:
+        return train_round(node, request)
+    except RoundDeclined as exc:
+        return {"hospital": node.hospital, "status": STATUS_DECLINED, "reason": str(exc), "permanent": exc.permanent}
+
+
+def evaluate_final(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
+    """Decrypt the final model; report its hash and local AUC and return the artefact for the registry."""
+    vector = decode_global_model(node, request)
+    if vector is None:
+        raise ValueError("evaluate message without an aggregate")
+    artifact = ModelArtifact.from_vector(request.spec, request.run_id, request.round, vector)
+    try:
+        fields = {"status": STATUS_OK, **evaluate_global(node, request, vector, request.round)}
+    except RoundDeclined as exc:
+        fields = {"status": STATUS_DECLINED, "reason": str(exc)}
+    return {**fields, "hospital": node.hospital, "artifact": artifact.to_bytes()}
+
+
+def _charge_budget(ledger: Ledger, node: NodeConfig, request: RoundRequest, epsilon: float) -> Any:
+    """Charge the round's ε on the ledger before training; the ledger's refusal is the hospital's stop signal.
+
+    Returns the `privacy.budget.PrivacyBudget` as it was before the charge, so the trainer's own check agrees.
+    """
+    from privacy.budget import PrivacyBudget
+
+    try:
+        state = ledger.evaluate("PrivacyBudgetContract:read_budget", ledger.msp_id, request.purpose)
+    except LedgerError as exc:
+        raise RoundDeclined(f"privacy budget unreadable on the ledger ({exc}); not training (fail closed)") from exc
+    budget = PrivacyBudget(node.hospital, float(state["limit"]), float(state["spent"]))
+    if epsilon > budget.epsilon_remaining + 1e-9:
+        raise RoundDeclined(
+            f"privacy budget exhausted for {node.hospital} ({request.purpose}): spent ε={budget.epsilon_spent:.3f} "
+            f"of limit {budget.epsilon_limit:.3f}, this round needs ε={epsilon:.3f}; stopping (raise the limit "
+            "with PrivacyBudgetContract:set_budget_limit to continue)",
+            permanent=True,
+        )
+    try:
+        ledger.submit(
+            "PrivacyBudgetContract:charge_budget",
+            request.purpose,
+            repr(epsilon),
+            request.run_id,
+            str(request.round),
+            idempotency_key=f"budget:{request.run_id}:{request.round}:{node.hospital}",
+        )
+    except LedgerError as exc:
+        raise RoundDeclined(f"privacy budget charge refused by the ledger: {exc}") from exc
+    return budget

@@ -1,0 +1,82 @@
+"""Key ceremony (secret vs public context), the aggregator's guard, and the registry's tamper check."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from consortium.keys import public_context_path, run_ceremony, secret_context_path
+from consortium.model_artifact import FeatureRange, ModelArtifact, ModelSpec
+from consortium.registry import ModelRegistry, TamperedModelError
+
+
+def test_ceremony_separates_secret_and_public_contexts(tmp_path: Path) -> None:
+    from privacy.he import MissingSecretKeyError, PublicContext, SecretContext, decrypt, encrypt, load_context
+
+    result = run_ceremony(tmp_path, ["hospital-a", "hospital-b"])
+    secrets_ = [secret_context_path(tmp_path, h) for h in ("hospital-a", "hospital-b")]
+    assert all(p.stat().st_mode & 0o077 == 0 and p.parent.stat().st_mode & 0o077 == 0 for p in secrets_)
+    public = load_context(public_context_path(tmp_path).read_bytes())
+    assert type(public) is PublicContext and result.public_context.parent != secrets_[0].parent
+    secret = SecretContext.deserialize(secrets_[0].read_bytes())
+    blob = encrypt(secret, np.array([1.5, -2.0]))
+    with pytest.raises(MissingSecretKeyError):
+        decrypt(public, blob)
+    np.testing.assert_allclose(
+        decrypt(SecretContext.deserialize(secrets_[1].read_bytes()), blob), [1.5, -2.0], atol=1e-3
+    )
+
+
+def test_aggregator_guard_refuses_hospital_key_material(tmp_path: Path) -> None:
+    run_ceremony(tmp_path, ["hospital-a"])
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from consortium.keys import forbid_secret_reads, SecretKeyAccessDenied
+        opened = forbid_secret_reads(Path({str(tmp_path)!r}))
+        Path({str(public_context_path(tmp_path))!r}).read_bytes()
+        for target in ({str(secret_context_path(tmp_path, "hospital-a"))!r}, {str(tmp_path / "nodes")!r} + "/x"):
+            try:
+                open(target, "rb")
+            except SecretKeyAccessDenied as exc:
+                print("refused", exc)
+        print("opened", opened)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.count("refused the aggregator may not read hospital key material") == 2
+    assert "public.ctx" in result.stdout.splitlines()[-1] and "he-secret" not in result.stdout.splitlines()[-1]
+
+
+class _LedgerView:
+    """Stand-in for the ledger's read of a registered model (the registry's own logic is under test)."""
+
+    def __init__(self, records: dict[str, dict[str, Any]]) -> None:
+        self.records = records
+
+    def evaluate(self, function: str, model_id: str) -> dict[str, Any]:
+        assert function == "LineageContract:read_model"
+        return self.records[model_id]
+
+
+def test_registry_refuses_an_artefact_that_differs_from_the_ledger(tmp_path: Path) -> None:
+    spec = ModelSpec((FeatureRange("a", 0, 1), FeatureRange("b", 0, 2)))
+    artifact = ModelArtifact.from_vector(spec, "run-x", 3, [0.5, -0.25, 0.1])
+    registry = ModelRegistry(tmp_path)
+    digest = registry.store(artifact.to_bytes())
+    assert digest == artifact.sha256 == hashlib.sha256(registry.path_of(digest).read_bytes()).hexdigest()
+    ledger = _LedgerView({"m": {"sha256": digest}})
+    loaded = registry.load(ledger, "m")  # type: ignore[arg-type]
+    np.testing.assert_array_equal(loaded.parameters, artifact.parameters)
+    path = registry.path_of(digest)
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(TamperedModelError, match="altered"):
+        registry.load(ledger, "m")  # type: ignore[arg-type]

@@ -1,0 +1,78 @@
+"""`carefed node check --data --schema` and the node preflight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from carefed.cli import app
+
+SCHEMA = 'mrn_column = "mrn"\nlabel_column = "y"\n[[features]]\nname = "x"\nmin = 0\nmax = 10\n'
+
+
+def test_check_data_prints_one_line_per_problem_and_fails(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    (tmp_path / "d.csv").write_text("mrn,y,x,notes\nM1,1,2,a\nM2,,3,b\nM3,0,zz,c\nM1,0,1,d\n")
+    result = CliRunner().invoke(
+        app, ["node", "check", "--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")]
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if "d.csv:" in line]
+    assert len(lines) == 4
+    assert any("line 1: column 'notes': unknown column" in line for line in lines)
+    assert any("line 3: column 'y': missing label" in line for line in lines)
+    assert any("line 4: column 'x': non-numeric value 'zz'" in line for line in lines)
+    assert any("line 5: column 'mrn': duplicate MRN (first seen at line 2)" in line for line in lines)
+    assert "trains nothing" in result.output
+
+
+def test_check_clean_data_passes(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    (tmp_path / "d.csv").write_text("mrn,y,x\nM1,1,2\nM2,0,3\n")
+    result = CliRunner().invoke(
+        app, ["node", "check", "--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")]
+    )
+    assert result.exit_code == 0 and "OK: 2 valid records" in result.output
+
+
+def test_init_then_preflight_names_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    (tmp_path / "d.csv").write_text("mrn,y,x\nM1,1,2\nM2,0,3\n")
+    state = tmp_path / "state"
+    runner = CliRunner()
+    init = runner.invoke(
+        app,
+        [
+            "node",
+            "init",
+            "--hospital",
+            "hospital-a",
+            "--data",
+            str(tmp_path / "d.csv"),
+            "--schema",
+            str(tmp_path / "s.toml"),
+            "--superlink",
+            "127.0.0.1:9",
+            "--insecure",
+            "--state-dir",
+            str(state),
+        ],
+    )
+    assert init.exit_code == 0, init.output
+    assert (
+        (state / "nodes" / "hospital-a" / "keys" / "supernode-auth.pub").read_text().startswith("ecdsa-sha2-nistp256")
+    )
+    check = runner.invoke(
+        app, ["node", "check", "--hospital", "hospital-a", "--state-dir", str(state)], terminal_width=250
+    )
+    assert check.exit_code == 1
+    output = check.output
+    for row, fix in (
+        ("CKKS secret key", "carefed keys ceremony"),
+        ("ledger", "carefed ledger init"),
+        ("SuperLink", ""),
+    ):
+        line = next(line for line in output.splitlines() if row in line)
+        assert "FAIL" in line and fix in line
+    assert any("data" in line and "pass" in line for line in output.splitlines())
