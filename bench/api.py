@@ -28,16 +28,14 @@ import numpy as np
 from rich.console import Console
 from sqlmodel import Session
 
+from api.core.config import Settings
+from api.core.db import make_engine, upgrade_to_head
+from api.core.security import hash_password
+from api.models.user import Role, User
+from fabric_network.identities import init_identities
+from tests.api.model_fixture import register_model  # the registered model the API tests use
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "api"))  # the API tests' registered-model fixture
-
-from model_fixture import register_model  # noqa: E402
-
-from api.core.config import Settings  # noqa: E402
-from api.core.db import make_engine, upgrade_to_head  # noqa: E402
-from api.core.security import hash_password  # noqa: E402
-from api.models.user import Role, User  # noqa: E402
-from fabric_network.identities import init_identities  # noqa: E402
 
 console = Console(stderr=True)
 PASSWORD = "bench-password-long"

@@ -159,8 +159,5 @@ def model_card(lineage: dict[str, Any], artifact: ModelArtifact) -> ModelCard:
         ),
         homomorphic_encryption=run["he"],
         metrics=model.get("metrics", {}),
-        features=[
-            FeatureCard(name=f.name, unit=getattr(f, "unit", None), min=f.min, max=f.max)
-            for f in artifact.spec.features
-        ],
+        features=[FeatureCard(name=f.name, unit=f.unit, min=f.min, max=f.max) for f in artifact.spec.features],
     )

@@ -21,8 +21,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api.core.problems import ProblemError, field_errors
 from api.models.common import FieldError
-from fabric_network.contracts.common import ACT_REASON_SYSTEM, CONSENT_SCOPES, PURPOSE_CODES
+from fabric_network.contracts.common import CONSENT_SCOPES, PURPOSE_CODES
 
+ACT_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 CONSENT_SCOPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/consentscope"
 ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PSEUDONYM_SYSTEM = "urn:carefed:pseudonym"

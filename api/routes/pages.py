@@ -33,7 +33,7 @@ from api.deps import (
     purpose_of_use,
 )
 from api.models.common import FieldError
-from api.models.consent import ACT_CODE_SYSTEM, CONSENT_SCOPE_SYSTEM, LOINC_PRIVACY_POLICY
+from api.models.consent import ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, CONSENT_SCOPE_SYSTEM, LOINC_PRIVACY_POLICY
 from api.models.user import Actor, Role, User
 from api.routes.audit import (
     ACTION_PATTERN,
@@ -57,7 +57,7 @@ from api.routes.login import authenticate, issue_token
 from api.routes.models import MODEL_ID_PATTERN, predict_for
 from api.routes.nodes import node_public, rounds_by_hospital, visible_nodes
 from fabric_network.contracts.audit import OUTCOMES
-from fabric_network.contracts.common import ACT_REASON_SYSTEM, CONSENT_SCOPES, PURPOSE_CODES
+from fabric_network.contracts.common import CONSENT_SCOPES, PURPOSE_CODES
 
 router = APIRouter(tags=[PAGE_TAG], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")

@@ -20,6 +20,9 @@ from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
 
 FEATURES = ("mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness")
+# The Wisconsin data are measurements on digitised images of a fine-needle aspirate: lengths and areas in pixels,
+# texture a grey-level standard deviation, smoothness a ratio.
+UNITS = ("px", "grey level", "px", "px²", None)
 REGISTRY_DIR = "registry"
 
 
@@ -40,8 +43,8 @@ def _spec_and_data() -> tuple[ModelSpec, np.ndarray, np.ndarray]:
     x = data.data[:, columns]
     spec = ModelSpec(
         features=tuple(
-            FeatureRange(name.replace(" ", "_"), float(np.floor(lo * 0.9)), float(np.ceil(hi * 1.1)))
-            for name, lo, hi in zip(FEATURES, x.min(axis=0), x.max(axis=0), strict=True)
+            FeatureRange(name.replace(" ", "_"), float(np.floor(lo * 0.9)), float(np.ceil(hi * 1.1)), unit)
+            for name, lo, hi, unit in zip(FEATURES, x.min(axis=0), x.max(axis=0), UNITS, strict=True)
         )
     )
     # sklearn's target: 0 = malignant, 1 = benign; the model scores malignancy.

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_testing import PASSWORD, ROLE_USERS, Service, start_service
 from fastapi.routing import iter_route_contexts
-from model_fixture import RegisteredModel, register_model
 
 from api.core.access import ACCESS_MATRIX
 from api.deps import SESSION_COOKIE
 from api.models.consent import EXAMPLE_CONSENT
 from api.models.user import Role
+from tests.api.api_testing import PASSWORD, ROLE_USERS, Service, start_service
+from tests.api.model_fixture import RegisteredModel, register_model
 
 PRINCIPALS: list[Role | None] = [None, *Role]
 

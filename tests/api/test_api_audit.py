@@ -1,6 +1,6 @@
 """The compliance officer's audit query: every request is on the ledger, filterable and paginated."""
 
-from api_testing import Service
+from tests.api.api_testing import Service
 
 
 def test_every_request_is_audited_and_queryable(service: Service) -> None:

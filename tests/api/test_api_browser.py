@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from api_testing import PASSWORD, Service, start_service
-from model_fixture import RegisteredModel, register_model
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.api.api_testing import PASSWORD, Service, start_service
+from tests.api.model_fixture import RegisteredModel, register_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -102,6 +103,7 @@ def test_clinician_scores_a_patient_with_provenance(page: Page, site: Site) -> N
     expect(provenance).to_contain_text(site.model.sha256)
     expect(page.get_by_test_id("privacy")).to_contain_text("ε = 3.0")
     expect(provenance).to_contain_text(site.model.snapshot_root[:16])
+    expect(page.locator("form[data-testid=predict-form]")).to_contain_text("px² · ")
     first = site.model.feature_names[0]
     field = page.locator(f"input[name='feature.{first}']")
     assert float(field.get_attribute("min") or "nan") < float(field.get_attribute("max") or "nan")

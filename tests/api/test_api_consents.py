@@ -6,12 +6,12 @@ import logging
 from typing import Any
 
 import pytest
-from api_testing import Service
 
 from api.models.consent import EXAMPLE_CONSENT, PSEUDONYM_SYSTEM
 from fabric_network.ledger import open_ledger
 from hospital_node.config import node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
+from tests.api.api_testing import Service
 
 MRN = "MRN-7731"
 

@@ -4,10 +4,9 @@ bad features named by field, and the prediction's audit event carrying the model
 import hashlib
 import json
 
-from api_testing import Service
-from model_fixture import register_model
-
 from fabric_network.ledger import open_ledger
+from tests.api.api_testing import Service
+from tests.api.model_fixture import register_model
 
 
 def test_model_card_is_built_from_the_ledger_lineage(service: Service) -> None:
@@ -25,6 +24,7 @@ def test_model_card_is_built_from_the_ledger_lineage(service: Service) -> None:
     assert card["homomorphic_encryption"]["scheme"] == "ckks"
     assert card["metrics"] == {"auc": 0.95}
     assert [f["name"] for f in card["features"]] == list(model.feature_names)
+    assert [f["unit"] for f in card["features"]] == ["px", "grey level", "px", "px²", None]
     assert all(f["min"] < f["max"] for f in card["features"])
 
 

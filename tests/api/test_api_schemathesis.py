@@ -6,14 +6,15 @@ the handlers instead of stopping at 401/403. The example count is bounded to kee
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
-from api_testing import ROLE_USERS, Service, start_service
 from hypothesis import HealthCheck, given, settings
-from model_fixture import register_model
 
 from api.core.access import ACCESS_MATRIX
+from tests.api.api_testing import ROLE_USERS, Service, start_service
+from tests.api.model_fixture import register_model
 
 MAX_EXAMPLES = 10
 # Routes outside the OpenAPI schema: the schema documents themselves, static files and the web pages.
@@ -31,6 +32,21 @@ def fuzzed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
         yield service
 
 
+def fuzz(operation: Any, headers: dict[str, str], failures: list[str]) -> None:
+    """Call one operation with generated inputs; server errors are collected, other errors must be problems."""
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def call(case: schemathesis.Case) -> None:
+        response = case.call(headers={**(case.headers or {}), **headers})
+        if response.status_code >= 500:
+            failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
+        elif response.status_code >= 400:
+            assert response.headers["content-type"] == ["application/problem+json"], case.formatted_path
+
+    call()
+
+
 def test_no_input_makes_a_server_error(fuzzed_service: Service) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed_service.client.app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -38,16 +54,6 @@ def test_no_input_makes_a_server_error(fuzzed_service: Service) -> None:
     failures: list[str] = []
     for operation in operations:
         access = ACCESS_MATRIX[operation.definition.raw["operationId"]]
-        headers = {} if access.public else fuzzed_service.headers(ROLE_USERS[min(access.roles, key=lambda r: r.value)])
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def call(case: schemathesis.Case, headers: dict[str, str] = headers) -> None:
-            response = case.call(headers={**(case.headers or {}), **headers})
-            if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
-            elif response.status_code >= 400:
-                assert response.headers["content-type"] == ["application/problem+json"], case.formatted_path
-
-        call()
+        role = min(access.roles, key=lambda r: r.value)
+        fuzz(operation, {} if access.public else fuzzed_service.headers(ROLE_USERS[role]), failures)
     assert not failures, "\n".join(failures)
