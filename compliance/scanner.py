@@ -72,10 +72,13 @@ class KnownIdentifiers:
         return patterns
 
 
+_CONSORTIUM_DOMAIN = re.compile(rf"@(?:[A-Za-z0-9-]+\.)*{re.escape(DOMAIN_SUFFIX)}(?!\.?[A-Za-z0-9])", re.IGNORECASE)
+
+
 def _is_consortium_identity(kind: str, value: str) -> bool:
-    """Fabric identity names (``Admin@hospital-a.carefed.local``) look like e-mail addresses but name the
-    consortium's own organisations and services, not a person."""
-    return kind == "e-mail address" and value.lower().endswith("." + DOMAIN_SUFFIX)
+    """Fabric identity names (``Admin@hospital-a.carefed.local``, also inside file names such as
+    ``…local-cert.pem``) look like e-mail addresses but name the consortium's own identities, not a person."""
+    return kind == "e-mail address" and _CONSORTIUM_DOMAIN.search(value) is not None
 
 
 def scan(targets: Iterable[Path], known: KnownIdentifiers) -> list[Hit]:

@@ -22,7 +22,9 @@ API
   `budget.ensure_affordable(plan.epsilon)` (raising `privacy.budget.BudgetExceededError` before any step), then
   trains and returns `(TrainingResult, charged_budget)`. The model passed in is trained in place and is left
   free of Opacus hooks, so it can be read with `privacy.model.parameters_to_vector` and reused next round.
-- Labels are 0/1; the model returns one logit per row (`privacy.model.demo_mlp`).
+- `TrainingResult`: ε and δ spent, noise multiplier, steps, mean loss and `epoch_seconds` (for round timings).
+- Labels are 0/1; the model returns one logit per row (`privacy.model.demo_mlp`). Small models train fastest
+  with `torch.set_num_threads(1)` (docs/privacy.md has the measurements).
 
 Per-sample-gradient modes (`GRAD_SAMPLE_MODES`): "hooks", "functorch", "ew" (expanded weights) and "ghost" (ghost
 clipping) all compute exact per-sample clipping; `bench/dp.py` measures them and the fastest on the demo MLP is

@@ -139,13 +139,14 @@ class CKKSParameters:
         return self.poly_modulus_degree
 
     def encode(self) -> bytes:
+        """The prime sizes as bytes, for the context's serialisation and fingerprint."""
         return bytes(self.coeff_mod_bit_sizes)
 
 
 # Chosen by `python -m bench.he --search`: the smallest wire size among 128-bit-secure single-prime sets whose max
 # error on the sum of 10 updates of 100,000 values in [-1, 1] stays ≤ 1e-4, with |value| ≤ 1 allowed for up to 16
-# parties. Measured: N=2048, 32-bit prime, scale 2^25: 1.05x float32, 4.5e-5 max error (31 bits: 1.05x, 8e-5;
-# N=4096: 1.06x, 6e-5; zstd packs 32-bit coefficients best, so fewer bits do not shrink the wire).
+# parties. Measured: N=2048, 32-bit prime, scale 2^25: 1.047x float32, 4.3e-5 max error (31 bits at 2^24: 1.053x,
+# 1.1e-4; N=4096: 1.061x, 5.9e-5; zstd packs 32-bit coefficients best, so fewer bits do not shrink the wire).
 DEFAULT_PARAMETERS = CKKSParameters(poly_modulus_degree=2048, coeff_mod_bit_sizes=(32,), scale_bits=25)
 # The acceptance bound for the sum of 10 updates; the measured max error at DEFAULT_PARAMETERS is below half of it.
 MEASURED_SUM_ERROR = 1e-4
@@ -161,8 +162,6 @@ def _scratch_dir() -> Iterator[Path]:
 
 class PublicContext:
     """The aggregator's context: encryption parameters and the key id, no key material. It can only add."""
-
-    _kind = _CONTEXT_PUBLIC
 
     def __init__(self, parameters: CKKSParameters, key_id: bytes) -> None:
         if len(key_id) != _KEY_ID_BYTES:
@@ -212,8 +211,6 @@ class PublicContext:
 
 class SecretContext(PublicContext):
     """A hospital's context: the parameters plus the consortium's CKKS secret key. Never leaves the hospital."""
-
-    _kind = _CONTEXT_SECRET
 
     def __init__(self, parameters: CKKSParameters, key_id: bytes, secret_key: Any = None) -> None:
         super().__init__(parameters, key_id)
@@ -287,8 +284,8 @@ def load_context(data: bytes) -> PublicContext | SecretContext:
 
 @dataclass(frozen=True)
 class _Envelope:
-    kind: int
-    fingerprint: bytes
+    """A verified wire message of this context: its vector length, how many updates it sums, its SEAL chunks."""
+
     length: int
     terms: int
     chunks: list[bytes]
@@ -321,7 +318,7 @@ def _unpack(context: PublicContext, data: bytes) -> _Envelope:
     for size in sizes:
         chunks.append(body[offset : offset + size])
         offset += size
-    return _Envelope(kind, fingerprint, length, terms, chunks)
+    return _Envelope(length, terms, chunks)
 
 
 def _load_ciphertexts(context: PublicContext, chunks: Sequence[bytes], scratch: Path) -> list[Any]:

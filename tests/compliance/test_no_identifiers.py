@@ -79,3 +79,13 @@ def test_a_planted_identifier_is_found(
     hits = scan([copy], KnownIdentifiers(mrns=MRNS))
     assert [(h.path, h.kind) for h in hits] == [(victim, kind)]
     assert planted not in str(hits[0])  # the finding is reported masked
+
+
+def test_consortium_identity_names_are_not_people_but_look_alikes_are(tmp_path: Path) -> None:
+    text = (
+        "msp/signcerts/User1@hospital-a.carefed.local-cert.pem signed by Admin@consortium.carefed.local; "
+        "contact jane.doe@hospital.org or x@carefed.local.evil.com"
+    )
+    (tmp_path / "mixed.log").write_text(text)
+    hits = scan([tmp_path], KnownIdentifiers())
+    assert [(h.kind, h.masked) for h in hits] == [("e-mail address", "ja…g"), ("e-mail address", "x@…m")]
