@@ -9,6 +9,7 @@ Forms follow post/redirect/get; a redirect never carries an MRN.
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -16,8 +17,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.core.config import Settings
+from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
 from api.deps import (
     PAGE_TAG,
@@ -27,6 +31,7 @@ from api.deps import (
     LedgerHubDep,
     OptionalUser,
     PageDep,
+    PageParams,
     SessionDep,
     SettingsDep,
     is_page,
@@ -258,16 +263,29 @@ def page_audit(
 # --- hospital IT: nodes and consents ---------------------------------------------------------------------------
 
 
-def _hospital_page(
-    request: Request,
-    session: SessionDep,
-    hub: LedgerHubDep,
-    user: User,
-    page: PageDep,
-    purpose: str,
-    status: int = 200,
-    **context: Any,
-) -> Response:
+@dataclass(frozen=True)
+class HospitalDesk:
+    """What every hospital-IT page handler works with."""
+
+    request: Request
+    session: Session
+    settings: Settings
+    hub: LedgerHub
+    user: User
+    page: PageParams
+
+
+def hospital_desk(
+    request: Request, session: SessionDep, settings: SettingsDep, hub: LedgerHubDep, user: CurrentUser, page: PageDep
+) -> HospitalDesk:
+    return HospitalDesk(request, session, settings, hub, user, page)
+
+
+HospitalDeskDep = Annotated[HospitalDesk, Depends(hospital_desk)]
+
+
+def _hospital_page(desk: HospitalDesk, purpose: str, status: int = 200, **context: Any) -> Response:
+    request, session, hub, user, page = desk.request, desk.session, desk.hub, desk.user, desk.page
     hospital = hospital_of(user)
     nodes = visible_nodes(session, user, offset=0, limit=100)
     rounds = rounds_by_hospital(hub) if nodes else {}
@@ -294,15 +312,8 @@ PurposeQuery = Annotated[str, Query(pattern=PURPOSE_PATTERN)]
 
 
 @router.get("/ui/hospital", name="page_hospital", dependencies=[Depends(purpose_of_use("HOPERAT"))])
-def page_hospital(
-    request: Request,
-    session: SessionDep,
-    hub: LedgerHubDep,
-    user: CurrentUser,
-    page: PageDep,
-    purpose: PurposeQuery = "HRESCH",
-) -> Response:
-    return _hospital_page(request, session, hub, user, page, purpose)
+def page_hospital(desk: HospitalDeskDep, purpose: PurposeQuery = "HRESCH") -> Response:
+    return _hospital_page(desk, purpose)
 
 
 def consent_from_form(form: dict[str, str]) -> dict[str, Any]:
@@ -336,12 +347,7 @@ FORM_FIELD_OF = {
 
 @router.post("/ui/hospital/consents", name="page_consent_create", dependencies=[Depends(purpose_of_use("HOPERAT"))])
 def page_consent_create(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    hub: LedgerHubDep,
-    user: CurrentUser,
-    page: PageDep,
+    desk: HospitalDeskDep,
     mrn: Annotated[str, Form(max_length=64)],
     purpose: Annotated[str, Form(max_length=16)],
     scope: Annotated[str, Form(max_length=32)],
@@ -350,7 +356,7 @@ def page_consent_create(
 ) -> Response:
     form = {"mrn": mrn, "purpose": purpose, "scope": scope, "start": start, "end": end}
     try:
-        record_consent(request, settings, hub, user, consent_from_form(form))
+        record_consent(desk.request, desk.settings, desk.hub, desk.user, consent_from_form(form))
     except ProblemError as problem:
         if problem.status not in (409, 422):
             raise
@@ -358,22 +364,14 @@ def page_consent_create(
             "form": problem.detail
         }
         form.pop("mrn")  # the MRN is not echoed back into the page
-        return _hospital_page(request, session, hub, user, page, "HRESCH", 422, form=form, form_errors=form_errors)
+        return _hospital_page(desk, "HRESCH", 422, form=form, form_errors=form_errors)
     return RedirectResponse("/ui/hospital?notice=recorded", status_code=303)
 
 
 @router.post("/ui/hospital/search", name="page_consent_search", dependencies=[Depends(purpose_of_use("HOPERAT"))])
-def page_consent_search(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    hub: LedgerHubDep,
-    user: CurrentUser,
-    page: PageDep,
-    mrn: Annotated[str, Form(min_length=1, max_length=64)],
-) -> Response:
-    results = patient_consents(request, settings, hub, hospital_of(user), mrn)
-    return _hospital_page(request, session, hub, user, page, "HRESCH", search_results=results)
+def page_consent_search(desk: HospitalDeskDep, mrn: Annotated[str, Form(min_length=1, max_length=64)]) -> Response:
+    results = patient_consents(desk.request, desk.settings, desk.hub, hospital_of(desk.user), mrn)
+    return _hospital_page(desk, "HRESCH", search_results=results)
 
 
 @router.post(
