@@ -210,7 +210,7 @@ class Outbox:
         for queued in batch:
             if queued.group_key:
                 continue
-            if queued.function == AUDIT_ONE and queued.group_key is None:
+            if queued.function == AUDIT_ONE and queued.group_key is None and len(queued.args) == 1:
                 run.append(queued)
             else:
                 close_run()
