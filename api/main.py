@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hub = LedgerHub(settings.state_dir, settings.audit_delivery)
 
     catalog = ModelCatalog(hub, settings.state_dir)
+    trail = LedgerAuditTrail(hub) if settings.audit_enabled else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub.start()
         yield
         preloading.join()
+        if trail is not None:
+            trail.close()
         hub.close()
         engine.dispose()
 
@@ -64,8 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, login, users, nodes, consents, models, audit, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    if settings.audit_enabled:
-        app.add_middleware(AuditMiddleware, record=LedgerAuditTrail(hub).record)
+    if trail is not None:
+        app.add_middleware(AuditMiddleware, trail=trail)
     else:
         logger.warning("auditing is OFF (CAREFED_API_AUDIT_ENABLED=false): requests leave no trace on the ledger")
     return app

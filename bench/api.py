@@ -7,7 +7,7 @@ open-loop at `--rps` requests per second for `--duration` seconds. Latency is co
 omission). Then the same run against a service started with `CAREFED_API_AUDIT_ENABLED=false`: the
 difference is what auditing every request through the ledger's durable outbox costs.
 
-    python -m bench.api [--rps 100] [--duration 20] [--json]
+    python -m bench.api [--rps 100] [--duration 20] [--state-dir D] [--json]
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ def start_service(state_dir: Path, audit: bool) -> tuple[subprocess.Popen[bytes]
         "CAREFED_API_AUDIT_ENABLED": "true" if audit else "false",
         "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO)),
     }
+    log = (state_dir / f"service-audit-{'on' if audit else 'off'}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "carefed", "api", "--state-dir", str(state_dir), "--port", str(port)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -137,9 +138,10 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=100.0, help="requests per second (default 100)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds measured per run (default 20)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--state-dir", type=Path, help="keep the consortium, ledger and service logs here (new dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="carefed-bench-api-") as tmp:
-        state_dir = Path(tmp)
+        state_dir = args.state_dir or Path(tmp)
         console.print("[bold]preparing[/]: consortium, registered model, clinician")
         model_id, features = prepare(state_dir)
         results = {}

@@ -11,18 +11,21 @@ the route when the handler names none, and an unknown URL is recorded without it
 anything a user typed).
 """
 
+import asyncio
 import hashlib
 import json
+import queue
+import threading
 import uuid
-from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.core.ledger import LedgerHub, org_of
 from fabric_network.contracts.common import PSEUDONYM, ContractError, record_id
+from fabric_network.ledger import Call
 
 AUDIT_FUNCTION = "AuditContract:append_audit_event"
 REFUSED = {401, 403}
@@ -97,12 +100,63 @@ def event_for(scope: Scope, status: int) -> AuditEvent:
     )
 
 
+class LedgerAuditTrail:
+    """Queues events durably in their organisations' outboxes, with group commit.
+
+    One writer thread takes every event that arrived while it was writing and queues them in one durable
+    write per organisation, so concurrent requests share an fsync instead of waiting for one each. A request's
+    future completes once its event is on disk; the idempotency key makes a redelivery commit only once.
+    """
+
+    def __init__(self, hub: LedgerHub) -> None:
+        self._hub = hub
+        self._waiting: queue.SimpleQueue[tuple[AuditEvent, Future[None]] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_forever, name="carefed-api-audit-writer", daemon=True)
+        self._writer.start()
+
+    def record(self, event: AuditEvent) -> Future[None]:
+        """Queue the event; the future completes when it is durable (or fails with the write's error)."""
+        done: Future[None] = Future()
+        self._waiting.put((event, done))
+        return done
+
+    def close(self) -> None:
+        """Write what is waiting, then stop the writer."""
+        self._waiting.put(None)
+        self._writer.join()
+
+    def _write_forever(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._waiting.get()]
+            while not self._waiting.empty():
+                batch.append(self._waiting.get_nowait())
+            stopping = None in batch
+            pending = [item for item in batch if item is not None]
+            by_org: dict[str, list[tuple[AuditEvent, Future[None]]]] = {}
+            for event, done in pending:
+                by_org.setdefault(event.organisation, []).append((event, done))
+            for org, items in by_org.items():
+                calls = [
+                    Call(AUDIT_FUNCTION, (event.contract_argument(),), f"api-audit-{uuid.uuid4().hex}")
+                    for event, _ in items
+                ]
+                try:
+                    self._hub.outbox(org).enqueue_many(calls)
+                except Exception as error:  # the requests fail (500) rather than answer unaudited
+                    for _, done in items:
+                        done.set_exception(error)
+                else:
+                    for _, done in items:
+                        done.set_result(None)
+
+
 class AuditMiddleware:
     """Pure ASGI middleware: hold the response start, record the request's audit event, then answer."""
 
-    def __init__(self, app: ASGIApp, record: Callable[[AuditEvent], None]) -> None:
+    def __init__(self, app: ASGIApp, trail: LedgerAuditTrail) -> None:
         self.app = app
-        self.record = record
+        self.trail = trail
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(UNAUDITED_PREFIXES):
@@ -114,7 +168,7 @@ class AuditMiddleware:
             nonlocal audited
             if message["type"] == "http.response.start" and not audited:
                 audited = True
-                await run_in_threadpool(self.record, event_for(scope, message["status"]))
+                await asyncio.wrap_future(self.trail.record(event_for(scope, message["status"])))
             await send(message)
 
         try:
@@ -122,17 +176,5 @@ class AuditMiddleware:
         except BaseException:
             if not audited:  # the error page is sent further out; record the failure here
                 audited = True
-                await run_in_threadpool(self.record, event_for(scope, 500))
+                await asyncio.wrap_future(self.trail.record(event_for(scope, 500)))
             raise
-
-
-class LedgerAuditTrail:
-    """Queues each event durably in its organisation's outbox; the key makes a redelivery commit only once."""
-
-    def __init__(self, hub: LedgerHub) -> None:
-        self._hub = hub
-
-    def record(self, event: AuditEvent) -> None:
-        self._hub.outbox(event.organisation).enqueue(
-            AUDIT_FUNCTION, event.contract_argument(), idempotency_key=f"api-audit-{uuid.uuid4().hex}"
-        )
