@@ -110,7 +110,7 @@ def main() -> None:
         state = Path(tmp)
         data = build_demo_data(state / "hospital-data", HOSPITALS)
         set_up_consortium(
-            state, [HospitalPlan(h.name, h.train_csv, data.schema, h.consenting, 1000.0) for h in data.hospitals]
+            state, [HospitalPlan(h.name, h.train_csv, data.schema, h.consenting, 100.0) for h in data.hospitals]
         )
         started = time.perf_counter()
         results: dict[str, Any] = {} if args.skip_timing else time_rounds(state, data, args.timing_rounds)

@@ -125,6 +125,7 @@ def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = he.results["rounds"]
     numbers = [r["round"] for r in rounds if r["auc"] is not None]
@@ -132,6 +133,7 @@ def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -
     axis.plot(numbers, [r["auc"] for r in rounds if r["auc"] is not None], marker="o", label="federated DP + HE")
     axis.axhline(central, color="grey", linestyle="--", label="centralised, non-private")
     axis.set(xlabel="round", ylabel="test AUC (hospitals' held-out data)", title="AUC per round")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.legend()
     auc_png = run_dir / "auc_per_round.png"
     figure.tight_layout()
@@ -144,6 +146,7 @@ def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -
             axis.plot(*zip(*points, strict=True), marker="o", label=hospital)
     axis.axhline(TARGET_EPSILON, color="grey", linestyle="--", label=f"target ε = {TARGET_EPSILON:g}")
     axis.set(xlabel="round", ylabel="ε spent in this run", title="Privacy spent per round")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.legend()
     eps_png = run_dir / "epsilon_per_round.png"
     figure.tight_layout()

@@ -96,17 +96,19 @@ class _Delivery:
     """One ledger call standing for one queued entry, or for a group of queued audit events."""
 
     call: Call
-    members: list[QueuedCall]
+    members: tuple[QueuedCall, ...]
     group_key: str | None
 
     @classmethod
     def alone(cls, queued: QueuedCall) -> _Delivery:
-        return cls(Call(queued.function, queued.args, queued.idempotency_key), [queued], None)
+        return cls(Call(queued.function, queued.args, queued.idempotency_key), (queued,), None)
 
     @classmethod
     def group(cls, key: str, members: list[QueuedCall]) -> _Delivery:
-        events = "[" + ",".join(q.args[0] for q in members) + "]"
-        return cls(Call(AUDIT_MANY, (events,), key), members, key)
+        """All of a group's members, in queue order, in one ``append_audit_events`` call under the group's key."""
+        ordered = tuple(sorted(members, key=lambda q: q.id))
+        events = "[" + ",".join(q.args[0] for q in ordered) + "]"
+        return cls(Call(AUDIT_MANY, (events,), key), ordered, key)
 
 
 class Outbox:
@@ -173,11 +175,11 @@ class Outbox:
             rows = self._db.execute(
                 f"SELECT {COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-            groups = sorted({row[9] for row in rows if row[9]})
-            for group in groups:
+            boundary = rows[-1][0] if rows else 0
+            for group in sorted({row[9] for row in rows if row[9]}):
                 rows += self._db.execute(
                     f"SELECT {COLUMNS} FROM outbox WHERE status = 'pending' AND group_key = ? AND id > ?",
-                    (group, rows[-1][0]),
+                    (group, boundary),
                 ).fetchall()
         return sorted((_queued(row) for row in rows), key=lambda q: q.id)
 
@@ -200,13 +202,15 @@ class Outbox:
                 deliveries.append(_Delivery.group(key, chunk))
             run.clear()
 
-        grouped: dict[str, list[QueuedCall]] = {}
+        persisted: dict[str, list[QueuedCall]] = {}
         for queued in batch:
             if queued.group_key:
-                grouped.setdefault(queued.group_key, []).append(queued)
-                if len(grouped[queued.group_key]) == 1:
-                    deliveries.append(_Delivery.group(queued.group_key, grouped[queued.group_key]))
-            elif queued.function == AUDIT_ONE and queued.group_key is None:
+                persisted.setdefault(queued.group_key, []).append(queued)
+        deliveries += [_Delivery.group(key, members) for key, members in persisted.items()]
+        for queued in batch:
+            if queued.group_key:
+                continue
+            if queued.function == AUDIT_ONE and queued.group_key is None and len(queued.args) == 1:
                 run.append(queued)
             else:
                 close_run()

@@ -112,3 +112,16 @@ def test_update_is_ciphertext_the_aggregator_cannot_open(small_consortium: Any) 
     public = PublicContext.deserialize(public_context_path(small_consortium.state).read_bytes())
     with pytest.raises(MissingSecretKeyError):
         decrypt(public, payload)
+
+
+def test_node_status_shows_budget_and_runs(small_consortium: Any) -> None:
+    from typer.testing import CliRunner
+
+    from carefed.cli import app
+
+    state = str(small_consortium.state)
+    result = CliRunner().invoke(
+        app, ["node", "status", "--hospital", "hospital-b", "--state-dir", state], terminal_width=200
+    )
+    assert result.exit_code == 0, result.output
+    assert "ε spent" in result.output and "rounds, ε" in result.output and "pseudonyms" in result.output
