@@ -1,6 +1,6 @@
 """FastAPI dependencies: settings, database sessions, and the authorisation every route goes through."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -10,10 +10,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from sqlmodel import Session
 
 from api.core.access import ACCESS_MATRIX
+from api.core.catalog import ModelCatalog
 from api.core.config import Settings
+from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
 from api.core.security import user_id_from_token
-from api.models.user import User
+from api.models.user import Actor, User
 
 SESSION_COOKIE = "carefed_session"
 PAGE_TAG = "pages"
@@ -42,7 +44,8 @@ class SignInRequired(ProblemError):
         super().__init__(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _is_page(request: Request) -> bool:
+def is_page(request: Request) -> bool:
+    """Is this request for a web page (signed in by cookie, errors rendered as HTML)?"""
     return PAGE_TAG in getattr(request.scope.get("route"), "tags", [])
 
 
@@ -50,7 +53,7 @@ def _credentials(request: Request, bearer: str | None) -> str | None:
     """The bearer token for API routes; pages (forms in a browser) use the session cookie instead."""
     if bearer:
         return bearer
-    if _is_page(request):
+    if is_page(request):
         return request.cookies.get(SESSION_COOKIE)
     return None
 
@@ -71,7 +74,7 @@ def resolve_access(request: Request, session: Session, settings: Settings, beare
         user = session.get(User, user_id) if user_id is not None else None
         if user is not None and not user.is_active:
             user = None
-        request.state.user = user
+        request.state.user = Actor.of(user) if user is not None else None
     if access is None:
         raise ProblemError(403, f"route {route_name!r} is not in the access matrix; it is refused to everyone")
     if access.public:
@@ -128,3 +131,28 @@ def page_params(
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+def get_ledger_hub(request: Request) -> LedgerHub:
+    hub: LedgerHub = request.app.state.ledgers
+    return hub
+
+
+LedgerHubDep = Annotated[LedgerHub, Depends(get_ledger_hub)]
+
+
+def purpose_of_use(code: str) -> Callable[[Request], None]:
+    """A dependency stating the purpose of use (v3 ActReason) under which a router's requests are audited."""
+
+    def state_purpose(request: Request) -> None:
+        request.state.audit_purpose = code
+
+    return state_purpose
+
+
+def get_catalog(request: Request) -> ModelCatalog:
+    catalog: ModelCatalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]

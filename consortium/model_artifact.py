@@ -27,6 +27,7 @@ class FeatureRange:
     name: str
     min: float
     max: float
+    unit: str | None = None  # as the hospitals' schema declares it; shown to clinicians beside the range
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class ModelSpec:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "features": [[f.name, f.min, f.max] for f in self.features],
+                # [name, min, max] (+ unit when declared, so artefacts without units keep their bytes and hash)
+                "features": [[f.name, f.min, f.max, *([f.unit] if f.unit else [])] for f in self.features],
                 "hidden": list(self.hidden),
                 "seed": self.seed,
             },
@@ -65,7 +67,10 @@ class ModelSpec:
     def from_json(cls, text: str) -> ModelSpec:
         raw = json.loads(text)
         return cls(
-            features=tuple(FeatureRange(str(n), float(lo), float(hi)) for n, lo, hi in raw["features"]),
+            features=tuple(
+                FeatureRange(str(n), float(lo), float(hi), str(rest[0]) if rest else None)
+                for n, lo, hi, *rest in raw["features"]
+            ),
             hidden=tuple(int(h) for h in raw.get("hidden", [])),
             seed=int(raw.get("seed", 0)),
         )

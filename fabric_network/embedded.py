@@ -419,7 +419,13 @@ class EmbeddedLedger(Ledger):
 
         with self._lock:
             self._check_open()
-            return verify_embedded(self._db, self._consortium)
+            # One read transaction: the whole check sees one committed snapshot while other processes go on
+            # committing blocks (without it, a block committed mid-walk would look like forged state).
+            self._db.execute("BEGIN")
+            try:
+                return verify_embedded(self._db, self._consortium)
+            finally:
+                self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:

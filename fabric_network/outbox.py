@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,29 @@ class Outbox:
         self._wake.set()
         return key
 
+    def enqueue_many(self, calls: Sequence[Call]) -> list[str]:
+        """Queue several transactions in one durable write (one fsync for all: group commit for busy producers
+        such as the API's audit trail); returns their idempotency keys. Keys already queued are no-ops."""
+        keys = [call.idempotency_key or f"outbox-{uuid.uuid4().hex}" for call in calls]
+        now = time.time()
+        rows = [
+            (key, call.function, json.dumps([encode_argument(a) for a in call.args]), now)
+            for key, call in zip(keys, calls, strict=True)
+        ]
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO outbox (idempotency_key, function, args, enqueued_at) VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        self._wake.set()
+        return keys
+
     # --- delivery -----------------------------------------------------------------------------------------------
 
     def deliver_pending(self) -> DeliveryReport:
@@ -210,7 +233,7 @@ class Outbox:
         for queued in batch:
             if queued.group_key:
                 continue
-            if queued.function == AUDIT_ONE and queued.group_key is None:
+            if queued.function == AUDIT_ONE and queued.group_key is None and len(queued.args) == 1:
                 run.append(queued)
             else:
                 close_run()

@@ -73,5 +73,6 @@ ACCESS_MATRIX: dict[str, Access] = {
     "page_audit": allow(COMPLIANCE),
     "page_hospital": allow(HOSPITAL_IT),
     "page_consent_create": allow(HOSPITAL_IT),
+    "page_consent_search": allow(HOSPITAL_IT),
     "page_consent_withdraw": allow(HOSPITAL_IT),
 }

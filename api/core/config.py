@@ -7,6 +7,7 @@ Everything the service writes lives under one state directory (default `.carefed
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
         default=True,
         description="Send an audit event for every request to the ledger. Only the API benchmark turns it off, "
         "to measure what auditing costs.",
+    )
+    audit_delivery: Literal["process", "thread"] = Field(
+        default="process",
+        description="Deliver the audit outboxes to the ledger from a separate process (the default: delivery "
+        "costs CPU the request threads need) or from a thread of the service.",
     )
     max_page_size: int = Field(default=100, ge=1, description="Upper bound of `limit` on every list endpoint.")
 

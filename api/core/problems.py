@@ -7,7 +7,7 @@ becomes a 500 problem that reveals nothing of the request (it might hold a patie
 
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.models.common import FieldError, Problem
+from fabric_network.ledger import ContractRejected
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 LOCATIONS = {"body", "query", "path", "header", "cookie"}
@@ -34,13 +35,19 @@ class ProblemError(Exception):
         *,
         field: str | None = None,
         location: str = "body",
+        errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
-        self.errors = [FieldError(field=field, location=location, message=detail)] if field else []
+        self.errors = errors or ([FieldError(field=field, location=location, message=detail)] if field else [])
         self.headers = headers
+
+    @classmethod
+    def invalid(cls, errors: list[FieldError]) -> "ProblemError":
+        """A 422 listing every field at fault (the detail sums them up)."""
+        return cls(422, summarize(errors), errors=errors)
 
 
 def field_errors(raw_errors: Sequence[Any], *, location: str = "body", prefix: str = "") -> list[FieldError]:
@@ -76,53 +83,75 @@ def problem_response(
     )
 
 
-def _summary(errors: list[FieldError]) -> str:
+def contract_problem(error: ContractRejected) -> ProblemError:
+    """A contract refusal as a problem naming the field (the message reads `<function>: <field>: <rule>`)."""
+    _function, _, message = str(error).partition(": ")
+    field, _, reason = message.partition(": ")
+    status = 409 if "exists" in reason or "already" in reason else 422
+    return ProblemError(status, message or str(error), field=field if reason else None)
+
+
+def summarize(errors: list[FieldError]) -> str:
+    """One line naming every field at fault and why."""
     return "; ".join(f"{error.field}: {error.message}" for error in errors)
 
 
-def _validation_handler(access_check: Callable[[Request], None]) -> Callable[[Request, Exception], Awaitable[Response]]:
+PageRenderer = Callable[[Request, int, str, list[FieldError]], Response | None]
+
+
+def install_problem_handlers(app: FastAPI, access_check: Callable[[Request], None], render_page: PageRenderer) -> None:
+    """Route every error through one renderer: problem+json for the API, an HTML page for the web pages.
+
+    `access_check` runs before a validation error is reported: FastAPI rejects an unparsable body before any
+    dependency runs, and the access matrix must still come first, so that nobody learns anything about a
+    route they may not call. `render_page` returns None for requests that are not for a web page.
+    """
+
+    def respond(
+        request: Request, status: int, detail: str, errors: list[FieldError], headers: Mapping[str, str] | None = None
+    ) -> Response:
+        page = render_page(request, status, detail, errors)
+        return page if page is not None else problem_response(request, status, detail, errors, headers)
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProblemError)
+        return respond(request, exc.status, exc.detail, exc.errors, exc.headers)
+
     async def on_validation_error(request: Request, exc: Exception) -> Response:
-        # FastAPI rejects an unparsable body before any dependency runs; the access matrix must still come first,
-        # so that nobody learns anything about a route they may not call.
         try:
             await run_in_threadpool(access_check, request)
         except ProblemError as refusal:
-            return await _on_problem(request, refusal)
+            return await on_problem(request, refusal)
         assert isinstance(exc, RequestValidationError)
         errors = field_errors(exc.errors())
-        return problem_response(request, 422, _summary(errors), errors)
+        return respond(request, 422, summarize(errors), errors)
 
-    return on_validation_error
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return respond(request, exc.status_code, str(exc.detail), [], exc.headers)
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # The exception's type and frames only: its message, like the request, could carry patient data.
+        route = request.scope.get("route")
+        logger.error(
+            "unhandled %s in route %s\n%s",
+            type(exc).__name__,
+            getattr(route, "name", "?"),
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        return respond(request, 500, "The service failed on this request; it has been logged.", [])
 
-async def _on_problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ProblemError)
-    return problem_response(request, exc.status, exc.detail, exc.errors, exc.headers)
+    async def on_contract_refusal(request: Request, exc: Exception) -> Response:
+        # A refusal the route did not expect still names the contract's field rather than failing as a 500.
+        assert isinstance(exc, ContractRejected)
+        problem = contract_problem(exc)
+        return respond(request, problem.status, problem.detail, problem.errors)
 
-
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    return problem_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The exception's type and frames only: its message, like the request, could carry patient data.
-    route = request.scope.get("route")
-    logger.error(
-        "unhandled %s in route %s\n%s",
-        type(exc).__name__,
-        getattr(route, "name", "?"),
-        "".join(traceback.format_tb(exc.__traceback__)),
-    )
-    return problem_response(request, 500, "The service failed on this request; it has been logged.")
-
-
-def install_problem_handlers(app: FastAPI, access_check: Callable[[Request], None]) -> None:
-    """Route every error through the problem renderers; `access_check` refuses before a validation error."""
-    app.add_exception_handler(RequestValidationError, _validation_handler(access_check))
-    app.add_exception_handler(ProblemError, _on_problem)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ContractRejected, on_contract_refusal)
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,5 +1,6 @@
 """Users of the service, their roles and the hospital each role is bound to."""
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -72,3 +73,19 @@ class Token(BaseModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a request, detached from any database session (the audit trail and pages read it after the
+    handler's session is gone)."""
+
+    id: int
+    username: str
+    role: Role
+    hospital: str | None
+
+    @classmethod
+    def of(cls, user: User) -> "Actor":
+        assert user.id is not None
+        return cls(id=user.id, username=user.username, role=user.role, hospital=user.hospital)

@@ -11,7 +11,7 @@ from api.core.config import Settings
 from api.core.problems import PROBLEM_RESPONSES, ProblemError
 from api.core.security import DUMMY_PASSWORD_HASH, create_access_token, verify_password
 from api.deps import SessionDep, SettingsDep
-from api.models.user import Token, User
+from api.models.user import Actor, Token, User
 
 router = APIRouter(tags=["login"], responses=PROBLEM_RESPONSES)
 
@@ -43,5 +43,5 @@ def login_access_token(
     user = authenticate(session, form.username, form.password)
     if user is None:
         raise ProblemError(401, "wrong user name or password", field="password")
-    request.state.user = user
+    request.state.user = Actor.of(user)
     return issue_token(user, settings)

@@ -1,5 +1,6 @@
 """Helpers of the API tests: a running service with one user per role (see conftest.py for the fixtures)."""
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from api.core.config import Settings
 from api.core.security import create_access_token, hash_password
 from api.main import create_app
 from api.models.user import Role, User
+from fabric_network.identities import init_identities
 
 PASSWORD = "correct-horse-battery-staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -28,6 +30,16 @@ class Service:
         user = self.users[username]
         assert user.id is not None
         return create_access_token(user.id, self.settings.jwt_secret, timedelta(minutes=5))
+
+    def flush_audit(self) -> None:
+        """Deliver the audit events the outboxes hold, so the ledger shows every request made so far.
+
+        In a thread of its own: the embedded ledger runs its contracts on an event loop, which cannot start in
+        a thread that already runs one (as Playwright's sync API does in the browser tests).
+        """
+        hub = self.client.app.state.ledgers  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            assert worker.submit(hub.flush_outboxes).result(), "the audit outbox did not drain"
 
     def headers(self, username: str | None) -> dict[str, str]:
         return {} if username is None else {"Authorization": f"Bearer {self.token(username)}"}
@@ -51,8 +63,13 @@ ROLE_USERS: dict[Role, str] = {
 }
 
 
+HOSPITALS = ("hospital-a", "hospital-b")
+
+
 def start_service(database_url: str, state_dir: Path) -> Service:
-    settings = Settings(state_dir=state_dir, database_url=database_url)
+    """The app on a fresh consortium (identities for two hospitals, an empty embedded ledger)."""
+    init_identities(state_dir, HOSPITALS)
+    settings = Settings(state_dir=state_dir, database_url=database_url, audit_delivery="thread")
     app = create_app(settings)
     users = {}
     with Session(app.state.engine, expire_on_commit=False) as session:

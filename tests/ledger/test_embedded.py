@@ -64,3 +64,25 @@ def test_following_events_sees_later_commits(state_dir: Path) -> None:
         thread.join(timeout=30)
         reader.close()
     assert [e.tx_id for e in seen] == [c.tx_id for c in committed]
+
+
+def test_verify_while_another_process_keeps_committing(state_dir: Path) -> None:
+    """`carefed ledger verify` during a live run must not mistake a block committed mid-walk for forged state."""
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with open_ledger(state_dir=state_dir, org="hospital-b") as writer:
+            while not stop.is_set():
+                writer.submit("AuditContract:append_audit_event", {**EVENT, "actor": "svc-live"})
+
+    with open_ledger(state_dir=state_dir, org="hospital-a") as ledger:
+        for _ in range(20):
+            ledger.submit("AuditContract:append_audit_event", {**EVENT, "actor": "svc-before"})
+        thread = threading.Thread(target=keep_writing)
+        thread.start()
+        try:
+            reports = [ledger.verify() for _ in range(5)]
+        finally:
+            stop.set()
+            thread.join()
+    assert all(r.ok for r in reports), [r.describe() for r in reports if not r.ok]

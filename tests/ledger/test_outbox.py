@@ -159,3 +159,13 @@ def test_a_group_whose_commit_answer_was_lost_is_written_once(state_dir: Path) -
     finally:
         box.close()
         real.close()
+
+
+def test_malformed_audit_calls_do_not_break_a_group(state_dir: Path, switch: _Switch, outbox: Outbox) -> None:
+    switch.down = False
+    outbox.enqueue("AuditContract:append_audit_event")  # no argument at all
+    outbox.enqueue("AuditContract:append_audit_event", "not json")
+    outbox.enqueue("AuditContract:append_audit_event", {**EVENT, "actor": "svc-fine"})
+    report = outbox.deliver_pending()
+    assert (report.delivered, report.rejected, report.still_pending) == (1, 2, 0)
+    assert len(_actors(state_dir, "svc-fine")()) == 1

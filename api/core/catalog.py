@@ -1,0 +1,163 @@
+"""Registered models as the service serves them: model cards from the ledger's lineage, and loaded predictors.
+
+The artefacts come from the consortium's content-addressed model registry, which refuses any file whose
+bytes differ from the hash the ledger registered. A loaded model is kept per (model id, hash), so a
+prediction costs a forward pass, not a file read and a hash; the ledger is asked for the registered hash on
+every prediction, so a model is served only while the ledger still vouches for that exact artefact.
+"""
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from api.core.ledger import LedgerHub
+from api.core.problems import ProblemError
+from api.models.common import FieldError
+from api.models.model import ConsentSnapshotRef, FeatureCard, ModelCard, PrivacyGuarantee
+from consortium.model_artifact import ModelArtifact
+from consortium.registry import ModelRegistry, TamperedModelError
+from fabric_network.identities import CONSORTIUM_ORG
+from fabric_network.ledger import ContractRejected
+
+REGISTRY_DIR = "registry"
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A registered model ready to score: its artefact (spec, provenance) and the built network."""
+
+    sha256: str
+    artifact: ModelArtifact
+    network: Any
+
+    def risk_score(self, features: dict[str, float]) -> float:
+        """The positive-class probability for one patient, features in the spec's order."""
+        from privacy.model import predict_proba
+
+        row = np.array([[features[name] for name in self.artifact.spec.feature_names]])
+        return float(predict_proba(self.network, self.artifact.spec.scale(row))[0])
+
+
+def check_features(predictor: Predictor, features: dict[str, float]) -> None:
+    """Every feature present, known and within its declared range; every problem named at once."""
+    errors = []
+    for feature in predictor.artifact.spec.features:
+        field = f"features.{feature.name}"
+        if feature.name not in features:
+            errors.append(
+                FieldError(field=field, location="body", message=f"required, in [{feature.min}, {feature.max}]")
+            )
+        elif not np.isfinite(value := features[feature.name]) or not feature.min <= value <= feature.max:
+            errors.append(
+                FieldError(field=field, location="body", message=f"must be within [{feature.min}, {feature.max}]")
+            )
+    known = set(predictor.artifact.spec.feature_names)
+    errors += [
+        FieldError(field=f"features.{name}", location="body", message="not a feature of this model")
+        for name in sorted(set(features) - known)
+    ]
+    if errors:
+        raise ProblemError.invalid(errors)
+
+
+class ModelCatalog:
+    """Model cards and predictors of the models registered on the ledger."""
+
+    def __init__(self, hub: LedgerHub, state_dir: Path) -> None:
+        self._hub = hub
+        self._registry = ModelRegistry(state_dir / REGISTRY_DIR)
+        self._loaded: dict[tuple[str, str], tuple[ModelCard, Predictor]] = {}
+        self._lock = threading.Lock()
+
+    def preload(self) -> None:
+        """Load every registered model now (torch's import and the artefact checks take seconds), so that the
+        first prediction is as fast as the others. Runs in the background at start-up; failures only log."""
+        for model_id in self.model_ids():
+            try:
+                self.card(model_id)
+            except ProblemError as problem:
+                logger.warning("model %s not preloaded: %s", model_id, problem.detail)
+
+    def model_ids(self) -> list[str]:
+        """Every registered model id, in the ledger's order."""
+        return [m["model_id"] for m in self._hub.of(CONSORTIUM_ORG).evaluate("LineageContract:list_models")]
+
+    def _evaluate(self, function: str, model_id: str) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = self._hub.of(CONSORTIUM_ORG).evaluate(function, model_id)
+        except ContractRejected:
+            raise ProblemError(404, "no such registered model", field="model_id", location="path") from None
+        return result
+
+    def card(self, model_id: str) -> tuple[ModelCard, Predictor]:
+        """The card and predictor of a registered model.
+
+        The ledger's registered hash is read on every call; the lineage (immutable once the model is
+        registered) and the artefact (checked against that hash by the registry) once per hash.
+        """
+        sha256 = self._evaluate("LineageContract:read_model", model_id)["sha256"]
+        with self._lock:
+            loaded = self._loaded.get((model_id, sha256))
+        if loaded is not None:
+            return loaded
+        lineage = self._evaluate("LineageContract:get_model_lineage", model_id)
+        try:
+            artifact = self._registry.load(self._hub.of(CONSORTIUM_ORG), model_id)
+        except TamperedModelError as error:
+            raise ProblemError(
+                409, f"the model artefact is refused: {error}", field="model_id", location="path"
+            ) from None
+        loaded = model_card(lineage, artifact), Predictor(sha256=sha256, artifact=artifact, network=artifact.model())
+        with self._lock:
+            self._loaded[(model_id, sha256)] = loaded
+        return loaded
+
+
+def model_card(lineage: dict[str, Any], artifact: ModelArtifact) -> ModelCard:
+    """The card of a model from its ledger lineage (model, run, rounds up to the model's) and its artefact."""
+    model, run, rounds = lineage["model"], lineage["run"], lineage["rounds"]
+    spent: dict[str, float] = {}
+    snapshots = []
+    for round_record in rounds:
+        for participant in round_record["participants"]:
+            hospital = participant["hospital"]
+            # Each round records the ε the round added (the accountant's increment), so the sum is the spend.
+            spent[hospital] = spent.get(hospital, 0.0) + float(participant["epsilon_spent"])
+            snapshots.append(
+                ConsentSnapshotRef(
+                    hospital=hospital,
+                    round=round_record["round"],
+                    snapshot_id=participant["consent_snapshot_id"],
+                    root=participant["consent_snapshot_root"],
+                )
+            )
+    dp = run["dp"]
+    return ModelCard(
+        model_id=model["model_id"],
+        name=model.get("name"),
+        version=model.get("version"),
+        sha256=model["sha256"],
+        registered_at=model["registered_at"],
+        run_id=model["run_id"],
+        round=model["round"],
+        purpose=run["purpose"],
+        code_version=run["code_version"],
+        data_sites=sorted(spent),
+        consent_snapshots=snapshots,
+        privacy=PrivacyGuarantee(
+            epsilon=dp["epsilon"],
+            delta=dp["delta"],
+            epsilon_spent={hospital: round(value, 6) for hospital, value in sorted(spent.items())},
+            accountant=dp.get("accountant"),
+            noise_multiplier=dp.get("noise_multiplier"),
+            max_grad_norm=dp.get("max_grad_norm"),
+        ),
+        homomorphic_encryption=run["he"],
+        metrics=model.get("metrics", {}),
+        features=[FeatureCard(name=f.name, unit=f.unit, min=f.min, max=f.max) for f in artifact.spec.features],
+    )

@@ -1,0 +1,149 @@
+"""The compliance toolkit on a real `carefed demo` run (2 hospitals, 2 rounds, real Flower processes).
+
+One demo run serves every check, in this order: its audit exports verify; every FHIR AuditEvent passes the
+BALP checks; the Art. 15 report of a patient who withdrew after round 1 shows round 1 only, and after
+`carefed node forget` the MRN yields no report; and no patient identifier appears in anything the demo wrote
+outside the hospitals' private stores (ledger, logs, registry, run reports, exports).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+from typer.testing import CliRunner
+
+from carefed.cli import app
+from compliance.fhir_audit import BALP, balp_problems
+from compliance.scanner import KnownIdentifiers, scan
+from fabric_network.ledger import open_ledger
+from hospital_node.config import node_dir_for
+from hospital_node.pseudonyms import PseudonymTable
+
+# The demo (real SuperLink, SuperNodes and node workers; an HE run and a timing run) takes 3-10 minutes on two
+# shared cores; the first test pays for it in its fixture.
+pytestmark = pytest.mark.timeout(1800)
+runner = CliRunner()
+HOSPITALS = ("hospital-a", "hospital-b")
+PRIVATE_TO_HOSPITALS = ("nodes", "hospital-data")  # pseudonym tables and input data: MRNs by design
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    state: Path  # the demo's consortium state directory (ledger, identities, nodes, logs)
+    runs: Path  # the demo's --out directory (model, report, plots)
+    exports: Path
+    mrns: dict[str, list[str]]  # every MRN of the demo data, per hospital (training and held-out)
+
+    def carefed(self, *args: str) -> tuple[int, str]:
+        result = runner.invoke(app, [*args, "--state-dir", str(self.state)])
+        return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    base = tmp_path_factory.mktemp("demo")
+    command = [sys.executable, "-m", "carefed", "demo", "--hospitals", ",".join(HOSPITALS), "--rounds", "2"]
+    completed = subprocess.run(
+        [*command, "--state-dir", str(base / "state"), "--out", str(base / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (state,) = (base / "state" / "demo").iterdir()
+    mrns = {
+        hospital: [
+            row["mrn"]
+            for name in ("patients.csv", "holdout.csv")
+            for row in csv.DictReader((state / "hospital-data" / hospital / name).open())
+        ]
+        for hospital in HOSPITALS
+    }
+    return DemoRun(state, base / "runs", base / "exports", mrns)
+
+
+def test_the_demo_runs_exports_verify_and_are_consistent(demo: DemoRun) -> None:
+    for fmt in ("csv", "jsonl", "fhir"):
+        code, output = demo.carefed("audit", "export", "--format", fmt, "--out", str(demo.exports / fmt))
+        assert code == 0, output
+        code, output = demo.carefed("audit", "verify", str(demo.exports / fmt))
+        assert code == 0, output
+    code, output = demo.carefed("audit", "export", "--format", "jsonl", "--out", str(demo.exports / "jsonl-later"))
+    assert code == 0, output
+    code, output = demo.carefed(
+        "audit", "verify", str(demo.exports / "jsonl-later"), "--previous", str(demo.exports / "jsonl")
+    )
+    assert code == 0 and "consistent with" in output, output
+
+
+def test_every_demo_audit_event_is_fhir_and_passes_the_balp_checks(demo: DemoRun) -> None:
+    path = demo.exports / "fhir" / "events.fhir.json"
+    if not path.exists():
+        code, output = demo.carefed("audit", "export", "--format", "fhir", "--out", str(path.parent))
+        assert code == 0, output
+    events = [entry["resource"] for entry in json.loads(path.read_text())["entry"]]
+    assert len(events) > 100
+    for event in events:
+        AuditEvent.model_validate(event)
+        assert balp_problems(event) == [], event["id"]
+    profiles = [p.removeprefix(BALP) for e in events for p in e.get("meta", {}).get("profile", [])]
+    assert profiles.count("AuthZconsent") > 100  # every consent decision of the demo's patients
+    assert profiles.count("PatientQuery") >= 4  # each hospital's training-data use in each round
+
+
+def _withdrawn_mrn(demo: DemoRun) -> str:
+    with PseudonymTable(node_dir_for(demo.state, "hospital-a") / "pseudonyms.sqlite") as table:
+        mapping = table.mapping(demo.mrns["hospital-a"])
+    with open_ledger(state_dir=demo.state, org="consortium", role="admin") as ledger:
+        for mrn, pseudonym in mapping.items():
+            versions = ledger.evaluate("ConsentContract:consent_history", pseudonym)
+            if any(v["value"] and v["value"]["status"] == "withdrawn" for v in versions):
+                return mrn
+    raise AssertionError("the demo has no patient at hospital-a who withdrew")
+
+
+def test_withdrawn_patient_report_shows_round_1_only_and_forget_unlinks_the_mrn(demo: DemoRun) -> None:
+    mrn = _withdrawn_mrn(demo)
+    access = ["report", "access", "--mrn", mrn, "--hospital", "hospital-a", "--format", "json"]
+    code, output = demo.carefed(*access)
+    assert code == 0, output
+    report = json.loads(output)
+    assert [use["round"] for use in report["data_uses"]] == [1]
+    assert report["consent_history"][-1]["status"] == "withdrawn"
+
+    code, output = demo.carefed("node", "forget", mrn, "--hospital", "hospital-a")
+    assert code == 0, output
+    code, output = demo.carefed(*access)
+    assert code == 1 and "has no pseudonym for this patient" in output
+    with PseudonymTable(node_dir_for(demo.state, "hospital-a") / "pseudonyms.sqlite") as table:
+        assert table.lookup(mrn) is None
+
+
+def _written_outside_the_hospitals(demo: DemoRun) -> list[Path]:
+    outside = [p for p in demo.state.iterdir() if p.name not in PRIVATE_TO_HOSPITALS]
+    return [*outside, demo.runs, demo.exports]
+
+
+def test_no_identifier_in_anything_the_demo_wrote_outside_the_hospitals(demo: DemoRun, tmp_path: Path) -> None:
+    known = KnownIdentifiers(mrns=[m for mrns in demo.mrns.values() for m in mrns])
+    targets = _written_outside_the_hospitals(demo)
+    assert any(p.name == "ledger" for p in targets) and any(p.name == "flwr" for p in targets)  # ledger and logs
+    hits = scan(targets, known)
+    assert hits == [], "\n".join(map(str, hits[:20]))
+    assert len(scan([demo.state / "nodes"], known)) > 100  # the scanner does see MRNs where they belong
+
+    logs = tmp_path / "logs"
+    shutil.copytree(demo.state / "flwr" / "logs", logs)
+    victim = sorted(logs.glob("*.log"))[0]
+    victim.write_text(victim.read_text() + f"\ntraining patient {demo.mrns['hospital-b'][3]}\n")
+    hits = scan([logs], known)
+    assert [(h.path, h.kind) for h in hits] == [(victim, "MRN")]
