@@ -62,7 +62,7 @@ def _credentials(request: Request, bearer: str | None) -> str | None:
     return None
 
 
-def resolve_access(request: Request, session: Session, settings: Settings, bearer: str | None) -> User | None:
+def resolve_access(request: Request, settings: Settings, bearer: str | None) -> User | None:
     """Apply the access matrix to this request: the signed-in user, None on a public route, else refuse.
 
     The user is left on `request.state` for the audit middleware, so a refused request is audited with
@@ -75,7 +75,11 @@ def resolve_access(request: Request, session: Session, settings: Settings, beare
     user = None
     if token:
         user_id = user_id_from_token(token, settings.jwt_secret)
-        user = session.get(User, user_id) if user_id is not None else None
+        if user_id is not None:
+            # A session of its own, closed at once: the request's session (and its pooled connection) is
+            # only taken by the handlers that need the database, not held by every request while it runs.
+            with Session(request.app.state.engine, expire_on_commit=False) as session:
+                user = session.get(User, user_id)
         if user is not None and not user.is_active:
             user = None
         request.state.user = Actor.of(user) if user is not None else None
@@ -92,10 +96,10 @@ def resolve_access(request: Request, session: Session, settings: Settings, beare
 
 
 def authorize(
-    request: Request, session: SessionDep, settings: SettingsDep, bearer: Annotated[str | None, Depends(oauth2_scheme)]
+    request: Request, settings: SettingsDep, bearer: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> User | None:
     """The app-wide dependency: every route passes the access matrix before its handler runs."""
-    return resolve_access(request, session, settings, bearer)
+    return resolve_access(request, settings, bearer)
 
 
 def check_access_before_validation(request: Request) -> None:
@@ -103,9 +107,8 @@ def check_access_before_validation(request: Request) -> None:
     if getattr(request.state, "access_checked", False):
         return
     scheme, bearer = get_authorization_scheme_param(request.headers.get("Authorization"))
-    with Session(request.app.state.engine) as session:
-        settings: Settings = request.app.state.settings
-        resolve_access(request, session, settings, bearer if scheme.lower() == "bearer" else None)
+    settings: Settings = request.app.state.settings
+    resolve_access(request, settings, bearer if scheme.lower() == "bearer" else None)
 
 
 async def require_user(user: Annotated[User | None, Depends(authorize)]) -> User:
