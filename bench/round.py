@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--timing-rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="utility runs per ε (DP noise differs per run)")
     parser.add_argument("--skip-timing", action="store_true", help="utility table only (no Flower processes)")
+    parser.add_argument("--skip-utility", action="store_true", help="timing table only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     console = Console()
@@ -116,7 +117,7 @@ def main() -> None:
         results: dict[str, Any] = {} if args.skip_timing else time_rounds(state, data, args.timing_rounds)
         baselines = compute_baselines(data, args.rounds)
         results["auc_central"] = baselines.central
-        for epsilon in EPSILONS:
+        for epsilon in () if args.skip_utility else EPSILONS:
             aucs = [federated_auc(state, data, epsilon, args.rounds) for _ in range(args.repeats)]
             label = f"eps{epsilon:g}"
             results[f"auc_federated_dp_{label}"] = float(np.mean(aucs))
@@ -138,6 +139,10 @@ def main() -> None:
             he, plain = results[f"{name}_he"], results[f"{name}_plain"]
             timing.add_row(f"{name.split('_')[0]} ({unit})", f"{he:,.2f}", f"{plain:,.2f}", f"{he / plain:.1f}")
         console.print(timing)
+    if args.skip_utility:
+        if args.json:
+            print(json.dumps(results))
+        return
     utility = Table(title=f"Test AUC after {args.rounds} rounds (mean ± sd of {args.repeats} runs)")
     for column in ("model", "AUC", "gap to central"):
         utility.add_column(column, justify="right")

@@ -131,7 +131,7 @@ def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -
     numbers = [r["round"] for r in rounds if r["auc"] is not None]
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(numbers, [r["auc"] for r in rounds if r["auc"] is not None], marker="o", label="federated DP + HE")
-    axis.axhline(central, color="grey", linestyle="--", label="centralised, non-private")
+    axis.axhline(central, color="grey", linestyle="--", label="centralised, non-private (pooled test set)")
     axis.set(xlabel="round", ylabel="test AUC (hospitals' held-out data)", title="AUC per round")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.legend()
