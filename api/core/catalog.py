@@ -112,6 +112,11 @@ class ModelCatalog:
             raise ProblemError(
                 409, f"the model artefact is refused: {error}", field="model_id", location="path"
             ) from None
+        import torch
+
+        # One patient per call from many request threads: torch's intra-op thread pool would only make the
+        # threads fight over the cores.
+        torch.set_num_threads(1)
         loaded = model_card(lineage, artifact), Predictor(sha256=sha256, artifact=artifact, network=artifact.model())
         with self._lock:
             self._loaded[(model_id, sha256)] = loaded
