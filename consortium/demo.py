@@ -120,38 +120,43 @@ def _run_with_progress(
     return report
 
 
+def _finish_plot(figure: Any, axis: Any, ylabel: str, title: str, path: Path) -> Path:
+    """Label a per-round plot (integer round ticks), save it as PNG and release it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set(xlabel="round", ylabel=ylabel, title=title)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     rounds = he.results["rounds"]
     numbers = [r["round"] for r in rounds if r["auc"] is not None]
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(numbers, [r["auc"] for r in rounds if r["auc"] is not None], marker="o", label="federated DP + HE")
     axis.axhline(central, color="grey", linestyle="--", label="centralised, non-private (pooled test set)")
-    axis.set(xlabel="round", ylabel="test AUC (hospitals' held-out data)", title="AUC per round")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.legend()
-    auc_png = run_dir / "auc_per_round.png"
-    figure.tight_layout()
-    figure.savefig(auc_png, dpi=120)
-    plt.close(figure)
+    auc_png = _finish_plot(
+        figure, axis, "test AUC (hospitals' held-out data)", "AUC per round", run_dir / "auc_per_round.png"
+    )
     figure, axis = plt.subplots(figsize=(6, 4))
     for hospital in hospitals:
         points = [(r["round"], r["epsilon_run"][hospital]) for r in rounds if hospital in r["epsilon_run"]]
         if points:
             axis.plot(*zip(*points, strict=True), marker="o", label=hospital)
     axis.axhline(TARGET_EPSILON, color="grey", linestyle="--", label=f"target ε = {TARGET_EPSILON:g}")
-    axis.set(xlabel="round", ylabel="ε spent in this run", title="Privacy spent per round")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.legend()
-    eps_png = run_dir / "epsilon_per_round.png"
-    figure.tight_layout()
-    figure.savefig(eps_png, dpi=120)
-    plt.close(figure)
+    eps_png = _finish_plot(
+        figure, axis, "ε spent in this run", "Privacy spent per round", run_dir / "epsilon_per_round.png"
+    )
     return [auc_png, eps_png]
 
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from consortium.keys import forbid_secret_reads, he_parameters, public_context_path
-from consortium.model_artifact import ModelArtifact, ModelSpec
+from consortium.model_artifact import ModelArtifact
 from consortium.registry import ModelRegistry
 from fabric_network.identities import msp_id_for
 from fabric_network.outbox import open_outbox
@@ -35,29 +35,37 @@ PULL_INTERVAL_S = 0.25
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The run configuration (`[tool.flwr.app.config]`, overridden per run by `flwr run --run-config`)."""
+    """The run configuration (`[tool.flwr.app.config]`, overridden per run by `flwr run --run-config`).
 
-    run_id: str
+    `training` is what every hospital is asked each round (its round number and aggregate filled per round).
+    """
+
     state_dir: Path
     results_path: Path
     hospitals: tuple[str, ...]
-    rounds: int
     min_participants: int
     round_timeout_s: float
     join_timeout_s: float
     ledger_backend: str
-    purpose: str
-    he: bool
-    epsilon: float
-    delta: float
-    max_grad_norm: float
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    record_unit: float
-    spec: ModelSpec
     model_name: str
-    hold_after_round: int = 0
+    hold_after_round: int
+    training: RoundRequest
+
+    @property
+    def run_id(self) -> str:
+        return self.training.run_id
+
+    @property
+    def rounds(self) -> int:
+        return self.training.rounds
+
+    @property
+    def purpose(self) -> str:
+        return self.training.purpose
+
+    @property
+    def he(self) -> bool:
+        return self.training.he
 
     @property
     def resume_path(self) -> Path:
@@ -66,48 +74,25 @@ class RunSettings:
     @classmethod
     def from_run_config(cls, config: Any) -> RunSettings:
         if not str(config["state-dir"]) or not str(config["spec"]):
-            raise ValueError("run config: state-dir and spec must be set (use `carefed consortium run` or the demo)")
+            raise ValueError("run config: state-dir and spec must be set (use `carefed demo` or the federation API)")
+        training = RoundRequest.from_config(
+            {**dict(config), "rounds": config["num-rounds"], "round": 0, "aggregate": b""}
+        )
         return cls(
-            run_id=str(config["run-id"]),
             state_dir=Path(str(config["state-dir"])),
             results_path=Path(str(config["results-path"])),
             hospitals=tuple(h for h in str(config["hospitals"]).split(",") if h),
-            rounds=int(config["num-rounds"]),
             min_participants=int(config["min-participants"]),
             round_timeout_s=float(config["round-timeout"]),
             join_timeout_s=float(config["join-timeout"]),
             ledger_backend=str(config["ledger-backend"]),
-            purpose=str(config["purpose"]),
-            he=bool(config["he"]),
-            epsilon=float(config["epsilon"]),
-            delta=float(config["delta"]),
-            max_grad_norm=float(config["max-grad-norm"]),
-            local_epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
-            learning_rate=float(config["learning-rate"]),
-            record_unit=float(config["record-unit"]),
-            spec=ModelSpec.from_json(str(config["spec"])),
             model_name=str(config["model-name"]),
             hold_after_round=int(config["hold-after-round"]),
+            training=training,
         )
 
     def request(self, round_number: int, aggregate: bytes) -> RoundRequest:
-        return RoundRequest(
-            run_id=self.run_id,
-            round=round_number,
-            rounds=self.rounds,
-            purpose=self.purpose,
-            spec=self.spec,
-            he=self.he,
-            epsilon=self.epsilon,
-            delta=self.delta,
-            max_grad_norm=self.max_grad_norm,
-            local_epochs=self.local_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            record_unit=self.record_unit,
-            aggregate=aggregate,
-        )
+        return replace(self.training, round=round_number, aggregate=aggregate)
 
 
 @dataclass
@@ -195,7 +180,12 @@ class FederatedRun:
         spec = {
             "purpose": s.purpose,
             "hospitals": [msp_id_for(h) for h in s.hospitals],
-            "dp": {"epsilon": s.epsilon, "delta": s.delta, "max_grad_norm": s.max_grad_norm, "accountant": "rdp"},
+            "dp": {
+                "epsilon": s.training.epsilon,
+                "delta": s.training.delta,
+                "max_grad_norm": s.training.max_grad_norm,
+                "accountant": "rdp",
+            },
             "he": he_parameters(s.state_dir) if s.he else {"scheme": "none"},
             "code_version": _code_version(),
             "model_name": s.model_name,
