@@ -15,6 +15,8 @@ import hashlib
 import logging
 import os
 import secrets
+import signal
+import sys
 import tempfile
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
@@ -93,6 +95,8 @@ def warm_up() -> None:
 def serve(node_dir: Path) -> None:
     """Serve tasks one at a time until terminated."""
     node_dir = node_dir.resolve()
+    # SIGTERM (how the node is stopped) exits through the listener's cleanup, which removes the socket file.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     warm_up()
     authkey = _authkey(node_dir, create=True)
     path = socket_path(node_dir)
@@ -121,7 +125,5 @@ def serve(node_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     logging.basicConfig(level=logging.INFO)
     serve(Path(sys.argv[1]))
