@@ -193,3 +193,11 @@ def test_every_generated_proof_verifies(leaves: list[bytes], data: st.DataObject
     old = data.draw(st.integers(0, len(leaves)))
     old_root = merkle_root(leaves[:old])
     verify_consistency(old, tree.size, old_root, tree.root(), tree.consistency_proof(old))
+
+
+def test_tree_heads_match_the_published_vectors() -> None:
+    """`merkle_root` over a prefix of the reference leaves: the heads consent snapshots and exports commit to."""
+    assert merkle_root([]) == hashlib.sha256(b"").digest()
+    for size, root in ROOTS.items():
+        assert merkle_root(LEAVES[:size]) == root, f"tree of size {size}"
+    assert merkle_root([b"a", b"b"]) != merkle_root([b"b", b"a"])
