@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -152,6 +153,20 @@ ReportFormat = Annotated[str, typer.Option("--format", help="markdown or json.")
 ReportOut = Annotated[Path | None, typer.Option("--out", help="Write to this file instead of the terminal.")]
 
 
+def _report(
+    state_dir: Path, org: str, role: str, fmt: str, out: Path | None, build: Callable[[Any], dict[str, Any]]
+) -> None:
+    """Build one report from the ledger and emit it; a report's own refusal becomes a one-line error."""
+    from compliance.reports import ReportError
+
+    with _open(state_dir, org, role) as ledger:
+        try:
+            report = build(ledger)
+        except ReportError as exc:
+            raise _fail(str(exc)) from None
+    _emit(report, fmt, out)
+
+
 @report_app.command("access")
 def access(
     pseudonym: Annotated[
@@ -166,7 +181,7 @@ def access(
     role: Role = "admin",
 ) -> None:
     """GDPR Art. 15: every run, round, model version, purpose and recipient that used a patient's data."""
-    from compliance.reports import ReportError, access_report
+    from compliance.reports import access_report
 
     if (pseudonym is None) == (mrn is None) or (mrn is not None and hospital is None):
         raise _fail("give either PSEUDONYM, or --mrn together with --hospital")
@@ -178,12 +193,8 @@ def access(
         except ErasureError as exc:
             raise _fail(str(exc)) from None
     assert pseudonym is not None
-    with _open(state_dir, org, role) as ledger:
-        try:
-            report = access_report(ledger, pseudonym)
-        except ReportError as exc:
-            raise _fail(str(exc)) from None
-    _emit(report, fmt, out)
+    found = pseudonym
+    _report(state_dir, org, role, fmt, out, lambda ledger: access_report(ledger, found))
 
 
 @report_app.command("disclosures")
@@ -198,9 +209,8 @@ def disclosures(
     """HIPAA §164.528: the accounting of disclosures (model exports, predictions served)."""
     from compliance.reports import disclosures_report
 
-    with _open(state_dir, org, role) as ledger:
-        report = disclosures_report(ledger, _parse_time("--since", since))
-    _emit(report, fmt, out)
+    start = _parse_time("--since", since)
+    _report(state_dir, org, role, fmt, out, lambda ledger: disclosures_report(ledger, start))
 
 
 @report_app.command("consent-coverage")
@@ -213,14 +223,9 @@ def consent_coverage(
     role: Role = "admin",
 ) -> None:
     """Per round and hospital of a run: patients eligible, excluded and withdrawn."""
-    from compliance.reports import ReportError, consent_coverage_report
+    from compliance.reports import consent_coverage_report
 
-    with _open(state_dir, org, role) as ledger:
-        try:
-            report = consent_coverage_report(ledger, run_id)
-        except ReportError as exc:
-            raise _fail(str(exc)) from None
-    _emit(report, fmt, out)
+    _report(state_dir, org, role, fmt, out, lambda ledger: consent_coverage_report(ledger, run_id))
 
 
 @report_app.command("privacy-budget")
@@ -234,9 +239,7 @@ def privacy_budget(
     """ε spent and remaining per hospital and purpose, per run."""
     from compliance.reports import privacy_budget_report
 
-    with _open(state_dir, org, role) as ledger:
-        report = privacy_budget_report(ledger)
-    _emit(report, fmt, out)
+    _report(state_dir, org, role, fmt, out, privacy_budget_report)
 
 
 @report_app.command("lineage")
