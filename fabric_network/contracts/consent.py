@@ -66,6 +66,12 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             raise c.ContractError("caller: this consent belongs to another hospital; only it may change it")
         return record
 
+    async def _store(self, ctx: TransactionContextInterface, record: dict[str, Any], event: str) -> None:
+        """Write a consent record under its one key and announce it with the pseudonym, never more."""
+        await c.put_json(ctx, c.key(ctx, CONSENT, record["pseudonym"], record["purpose"]), record)
+        summary = {k: record[k] for k in ("hospital", "pseudonym", "purpose", "tx_id")}
+        c.emit(ctx, event, summary)
+
     async def _refuse_if_erased(self, ctx: TransactionContextInterface, pseudonym: str) -> None:
         if await c.get_json(ctx, c.key(ctx, ERASURE, pseudonym)) is not None:
             raise c.ContractError("pseudonym: this patient was erased (GDPR Art. 17); no new consent can be recorded")
@@ -106,12 +112,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             "withdrawn_at": None,
             "tx_id": c.tx_id(ctx),
         }
-        await c.put_json(ctx, state_key, record)
-        c.emit(
-            ctx,
-            "ConsentRecorded",
-            {"hospital": hospital, "pseudonym": pseudonym, "purpose": purpose, "tx_id": record["tx_id"]},
-        )
+        await self._store(ctx, record, "ConsentRecorded")
         return record
 
     async def update_consent(
@@ -139,12 +140,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             updated_at=c.tx_time(ctx),
             tx_id=c.tx_id(ctx),
         )
-        await c.put_json(ctx, c.key(ctx, CONSENT, pseudonym, purpose), record)
-        c.emit(
-            ctx,
-            "ConsentUpdated",
-            {"hospital": record["hospital"], "pseudonym": pseudonym, "purpose": purpose, "tx_id": record["tx_id"]},
-        )
+        await self._store(ctx, record, "ConsentUpdated")
         return record
 
     async def withdraw_consent(self, ctx: TransactionContextInterface, pseudonym: str, purpose: str) -> dict[str, Any]:
@@ -156,12 +152,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             raise c.ContractError("pseudonym: this consent is already withdrawn")
         now = c.tx_time(ctx)
         record.update(status="withdrawn", withdrawn_at=now, updated_at=now, tx_id=c.tx_id(ctx))
-        await c.put_json(ctx, c.key(ctx, CONSENT, pseudonym, purpose), record)
-        c.emit(
-            ctx,
-            "ConsentWithdrawn",
-            {"hospital": record["hospital"], "pseudonym": pseudonym, "purpose": purpose, "tx_id": record["tx_id"]},
-        )
+        await self._store(ctx, record, "ConsentWithdrawn")
         return record
 
     async def read_consent(self, ctx: TransactionContextInterface, pseudonym: str, purpose: str) -> dict[str, Any]:
