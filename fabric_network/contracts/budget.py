@@ -75,9 +75,9 @@ class PrivacyBudgetContract(Contract):  # type: ignore[misc]  # the library ship
         c.record_id("run_id", run_id)
         number = _round_number("round_number", round_number)
         state_key = c.key(ctx, BUDGET, hospital, purpose)
-        budget = await c.get_json(ctx, state_key)
-        if budget is None:
-            raise c.ContractError("purpose: no ε limit is set for this hospital and purpose; set_budget_limit first")
+        budget = await c.require_json(
+            ctx, state_key, "purpose: no ε limit is set for this hospital and purpose; set_budget_limit first"
+        )
         charge_key = c.key(ctx, CHARGE, hospital, purpose, run_id, f"{number:06d}")
         if await c.get_json(ctx, charge_key) is not None:
             raise c.ContractError("round_number: this hospital was charged for this run and round already")
@@ -106,9 +106,9 @@ class PrivacyBudgetContract(Contract):  # type: ignore[misc]  # the library ship
         """Limit, spent and remaining ε of a hospital for a purpose."""
         c.msp_id("hospital", hospital)
         c.purpose("purpose", purpose)
-        budget = await c.get_json(ctx, c.key(ctx, BUDGET, hospital, purpose))
-        if budget is None:
-            raise c.ContractError("purpose: no ε limit is set for this hospital and purpose")
+        budget = await c.require_json(
+            ctx, c.key(ctx, BUDGET, hospital, purpose), "purpose: no ε limit is set for this hospital and purpose"
+        )
         return self._with_remaining(budget)
 
     async def list_budgets(self, ctx: TransactionContextInterface) -> list[dict[str, Any]]:

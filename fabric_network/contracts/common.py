@@ -302,6 +302,14 @@ async def get_json(ctx: TransactionContextInterface, state_key: str) -> dict[str
     return value
 
 
+async def require_json(ctx: TransactionContextInterface, state_key: str, missing: str) -> dict[str, Any]:
+    """The stored record, or a ContractError saying `missing` (which names the argument that pointed at nothing)."""
+    record = await get_json(ctx, state_key)
+    if record is None:
+        raise ContractError(missing)
+    return record
+
+
 async def put_json(ctx: TransactionContextInterface, state_key: str, value: dict[str, Any]) -> None:
     """Write a JSON record canonically."""
     await ctx.get_stub().put_state(state_key, canonical_json(value))

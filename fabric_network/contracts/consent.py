@@ -56,12 +56,18 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
             raise c.ContractError(f"scope: must be a FHIR Consent scope code, one of {', '.join(c.CONSENT_SCOPES)}")
         return scope
 
+    async def _consent(self, ctx: TransactionContextInterface, pseudonym: str, purpose: str) -> dict[str, Any]:
+        """The consent record of this pseudonym and purpose; an error naming the pseudonym when none exists."""
+        return await c.require_json(
+            ctx,
+            c.key(ctx, CONSENT, pseudonym, purpose),
+            "pseudonym: no consent recorded for this pseudonym and purpose",
+        )
+
     async def _owned(self, ctx: TransactionContextInterface, pseudonym: str, purpose: str) -> dict[str, Any]:
         """The existing consent, which the calling hospital must own."""
         hospital = c.require_hospital(ctx)
-        record = await c.get_json(ctx, c.key(ctx, CONSENT, pseudonym, purpose))
-        if record is None:
-            raise c.ContractError("pseudonym: no consent recorded for this pseudonym and purpose")
+        record = await self._consent(ctx, pseudonym, purpose)
         if record["hospital"] != hospital:
             raise c.ContractError("caller: this consent belongs to another hospital; only it may change it")
         return record
@@ -159,9 +165,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
         """One consent record."""
         c.pseudonym("pseudonym", pseudonym)
         c.purpose("purpose", purpose)
-        record = await c.get_json(ctx, c.key(ctx, CONSENT, pseudonym, purpose))
-        if record is None:
-            raise c.ContractError("pseudonym: no consent recorded for this pseudonym and purpose")
+        record = await self._consent(ctx, pseudonym, purpose)
         return record
 
     async def _active(self, ctx: TransactionContextInterface, purpose: str, hospital: str, at: str) -> list[str]:
@@ -223,9 +227,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
     async def read_consent_snapshot(self, ctx: TransactionContextInterface, snapshot_id: str) -> dict[str, Any]:
         """One consent snapshot."""
         c.record_id("snapshot_id", snapshot_id)
-        snapshot = await c.get_json(ctx, c.key(ctx, SNAPSHOT, snapshot_id))
-        if snapshot is None:
-            raise c.ContractError("snapshot_id: no such consent snapshot")
+        snapshot = await c.require_json(ctx, c.key(ctx, SNAPSHOT, snapshot_id), "snapshot_id: no such consent snapshot")
         return snapshot
 
     async def consent_history(self, ctx: TransactionContextInterface, pseudonym: str) -> list[dict[str, Any]]:
@@ -272,7 +274,7 @@ class ConsentContract(Contract):  # type: ignore[misc]  # the library ships no t
     async def read_erasure(self, ctx: TransactionContextInterface, pseudonym: str) -> dict[str, Any]:
         """The erasure record of a pseudonym; an error when none exists."""
         c.pseudonym("pseudonym", pseudonym)
-        erasure = await c.get_json(ctx, c.key(ctx, ERASURE, pseudonym))
-        if erasure is None:
-            raise c.ContractError("pseudonym: no erasure recorded for this pseudonym")
+        erasure = await c.require_json(
+            ctx, c.key(ctx, ERASURE, pseudonym), "pseudonym: no erasure recorded for this pseudonym"
+        )
         return erasure

@@ -126,9 +126,7 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         return ["read_run", "read_round", "list_rounds", "read_model", "list_models", "get_model_lineage"]
 
     async def _run(self, ctx: TransactionContextInterface, run_id: str) -> dict[str, Any]:
-        run = await c.get_json(ctx, c.key(ctx, RUN, run_id))
-        if run is None:
-            raise c.ContractError("run_id: no such training run; register_run first")
+        run = await c.require_json(ctx, c.key(ctx, RUN, run_id), "run_id: no such training run; register_run first")
         return run
 
     async def register_run(self, ctx: TransactionContextInterface, run_id: str, spec: str) -> dict[str, Any]:
@@ -166,9 +164,11 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
                 raise c.ContractError(f"{field}.hospital: listed twice")
             seen.add(hospital)
             c.record_id(f"{field}.consent_snapshot_id", participant["consent_snapshot_id"])
-            snapshot = await c.get_json(ctx, c.key(ctx, SNAPSHOT, participant["consent_snapshot_id"]))
-            if snapshot is None:
-                raise c.ContractError(f"{field}.consent_snapshot_id: no such consent snapshot on the ledger")
+            snapshot = await c.require_json(
+                ctx,
+                c.key(ctx, SNAPSHOT, participant["consent_snapshot_id"]),
+                f"{field}.consent_snapshot_id: no such consent snapshot on the ledger",
+            )
             if snapshot["hospital"] != hospital or snapshot["purpose"] != run["purpose"]:
                 raise c.ContractError(f"{field}.consent_snapshot_id: belongs to another hospital or purpose")
             if snapshot["root"] != participant["consent_snapshot_root"]:
@@ -191,9 +191,9 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         c.record_id("run_id", run_id)
         if not round_number.isdigit() or not 1 <= int(round_number) <= MAX_ROUNDS:
             raise c.ContractError(f"round_number: must be an integer from 1 to {MAX_ROUNDS}")
-        record = await c.get_json(ctx, _round_key(ctx, run_id, int(round_number)))
-        if record is None:
-            raise c.ContractError("round_number: this round of the run is not recorded")
+        record = await c.require_json(
+            ctx, _round_key(ctx, run_id, int(round_number)), "round_number: this round of the run is not recorded"
+        )
         return record
 
     async def list_rounds(self, ctx: TransactionContextInterface, run_id: str) -> list[dict[str, Any]]:
@@ -213,9 +213,11 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         if await c.get_json(ctx, state_key) is not None:
             raise c.ContractError("model_id: a model with this id is registered already")
         await self._run(ctx, parsed["run_id"])
-        round_record = await c.get_json(ctx, _round_key(ctx, parsed["run_id"], parsed["round"]))
-        if round_record is None:
-            raise c.ContractError("model.round: this round of the run is not recorded")
+        round_record = await c.require_json(
+            ctx,
+            _round_key(ctx, parsed["run_id"], parsed["round"]),
+            "model.round: this round of the run is not recorded",
+        )
         if round_record["model_sha256"] != parsed["sha256"]:
             raise c.ContractError("model.sha256: differs from the model hash recorded for that round")
         record = {"model_id": model_id, **parsed, "registered_at": c.tx_time(ctx), "tx_id": c.tx_id(ctx)}
@@ -226,9 +228,7 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
     async def read_model(self, ctx: TransactionContextInterface, model_id: str) -> dict[str, Any]:
         """One registered model version."""
         c.record_id("model_id", model_id)
-        record = await c.get_json(ctx, c.key(ctx, MODEL, model_id))
-        if record is None:
-            raise c.ContractError("model_id: no such registered model")
+        record = await c.require_json(ctx, c.key(ctx, MODEL, model_id), "model_id: no such registered model")
         return record
 
     async def list_models(self, ctx: TransactionContextInterface) -> list[dict[str, Any]]:
