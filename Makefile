@@ -6,7 +6,7 @@ VENV := .venv
 UV := .tools/bin/uv
 SYNCED := $(VENV)/.carefed-synced
 
-.PHONY: install demo test lint typecheck fabric test-system-deps
+.PHONY: install demo test lint typecheck fabric test-system-deps mutation
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -39,3 +39,13 @@ test: lint typecheck test-system-deps
 # Not part of `test`: this project's Go proxy refuses those modules, see docs/fabric.md.
 fabric: install
 	$(VENV)/bin/carefed fabric install
+
+# Mutation testing (mutmut, [tool.mutmut] in pyproject.toml) of the audit-bundle writer/verifier and the ledger
+# contracts against their tests, on the embedded ledger. CPU heavy (~4,000 mutants; 1-2 h on two cores), so not
+# part of `test` nor CI. Narrow it with MUTANTS, e.g. `make mutation MUTANTS='compliance.bundle*'`; results are
+# kept in mutants/ and only changed code is re-run. Survivors: `.venv/bin/mutmut results`, `mutmut show NAME`.
+MUTANTS ?=
+mutation: install
+	CAREFED_CONTRACT_BACKENDS=embedded nice -n 10 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(VENV)/bin/mutmut export-cicd-stats
+	cat mutants/mutmut-cicd-stats.json

@@ -6,12 +6,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from carefed.options import DEFAULT_STATE_DIR, ENV_STATE_DIR
+
+#: the service's own variable (CAREFED_API_STATE_DIR) wins over the one every command reads.
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar=["CAREFED_API_STATE_DIR", ENV_STATE_DIR],
+        help="State directory shared with the ledger and the model registry.",
+    ),
+]
+
 api_app = typer.Typer(help="The CareFed web service.", invoke_without_command=True)
 console = Console(stderr=True)
-
-StateDirOption = Annotated[
-    Path, typer.Option("--state-dir", help="State directory shared with the ledger and the model registry.")
-]
 
 
 @api_app.callback()
@@ -19,25 +27,48 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 keeps it off the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
-    state_dir: StateDirOption = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     ssl_certfile: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) to serve HTTPS.")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="TLS private key (PEM) of that certificate.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes (default CAREFED_API_WORKERS or 1); about one per core. They share the "
+            "database, the ledger and the audit outboxes; one of them delivers the outboxes at a time.",
+        ),
+    ] = None,
 ) -> None:
     """Start the service (uvicorn); `carefed api create-user` makes its first administrator."""
     if ctx.invoked_subcommand is not None:
         return
+    import os
+
     import uvicorn
 
     from api.core.config import Settings
-    from api.main import create_app
+    from api.core.db import make_engine, upgrade_to_head
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise typer.BadParameter("give both --ssl-certfile and --ssl-keyfile, or neither", param_hint="--ssl-keyfile")
     if ssl_certfile is None and host not in {"127.0.0.1", "localhost", "::1"}:
         console.print(f"[yellow]warning:[/] serving plain HTTP on {host}; give --ssl-certfile/--ssl-keyfile for TLS")
-    app = create_app(Settings(state_dir=state_dir))
+    # Worker processes build the app from the environment (`create_app()` reads CAREFED_API_*). What must happen
+    # once happens here first: the migration and the token-signing key, which concurrent workers would race for.
+    os.environ["CAREFED_API_STATE_DIR"] = str(state_dir)
+    settings = Settings()
+    engine = make_engine(settings.resolved_database_url)
+    upgrade_to_head(engine)
+    engine.dispose()
+    _ = settings.jwt_secret
     uvicorn.run(
-        app,
+        "api.main:create_app",
+        factory=True,
+        workers=workers or settings.workers,
+        # uvicorn restarts a worker that does not answer its supervisor's ping in time, dropping the requests it
+        # holds; on a loaded machine (or while a worker imports torch at start) 5 s, the default, is not enough.
+        timeout_worker_healthcheck=60,
         host=host,
         port=port,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
@@ -64,7 +95,7 @@ def create_user(
             help="At least 12 characters; prompted for when not given.",
         ),
     ] = "",
-    state_dir: StateDirOption = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Create a user (by default the consortium's first administrator)."""
     from pydantic import ValidationError

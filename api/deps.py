@@ -1,9 +1,13 @@
 """FastAPI dependencies: settings, database sessions, and the authorisation every route goes through.
 
 Dependencies that only read app state are `async`: FastAPI runs every sync dependency in its threadpool, one
-thread hop each, which a prediction answered in a few milliseconds would otherwise pay several times.
+thread hop each, which a prediction answered in a few milliseconds would otherwise pay several times. The
+authorisation is `async` too: a token seen in the last `auth_cache_seconds` is answered from memory
+(`TokenUsers`), and only a new token costs its HMAC check and one database lookup.
 """
 
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.core.access import ACCESS_MATRIX
@@ -18,7 +23,7 @@ from api.core.catalog import ModelCatalog
 from api.core.config import Settings
 from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
-from api.core.security import user_id_from_token
+from api.core.security import verified_token
 from api.models.user import Actor, User
 
 SESSION_COOKIE = "carefed_session"
@@ -39,6 +44,44 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+class TokenUsers:
+    """Verified tokens and their (active) users, remembered for `ttl_s` seconds and never past the token's expiry.
+
+    Each worker process keeps its own; a deactivated user or a changed role therefore takes effect within
+    `ttl_s` everywhere (0 turns the cache off: every request verifies and reads the database).
+    """
+
+    MAX_ENTRIES = 10_000  # a flood of distinct tokens empties the cache rather than growing it
+
+    def __init__(self, engine: Engine, secret: str, ttl_s: float) -> None:
+        self._engine, self._secret, self._ttl_s = engine, secret, ttl_s
+        self._entries: dict[str, tuple[User | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def user(self, token: str) -> User | None:
+        """The active user a valid token names, or None (invalid, expired, unknown or deactivated)."""
+        now = time.time()
+        with self._lock:
+            cached = self._entries.get(token)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        verified = verified_token(token, self._secret)
+        if verified is None:
+            return None
+        user_id, expires_at = verified
+        # A session of its own, closed at once: no pooled connection is held while the request runs.
+        with Session(self._engine, expire_on_commit=False) as session:
+            user = session.get(User, user_id)
+        if user is not None and not user.is_active:
+            user = None
+        if self._ttl_s > 0:
+            with self._lock:
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[token] = (user, min(now + self._ttl_s, expires_at))
+        return user
 
 
 class SignInRequired(ProblemError):
@@ -62,7 +105,7 @@ def _credentials(request: Request, bearer: str | None) -> str | None:
     return None
 
 
-def resolve_access(request: Request, settings: Settings, bearer: str | None) -> User | None:
+def resolve_access(request: Request, bearer: str | None) -> User | None:
     """Apply the access matrix to this request: the signed-in user, None on a public route, else refuse.
 
     The user is left on `request.state` for the audit middleware, so a refused request is audited with
@@ -74,14 +117,8 @@ def resolve_access(request: Request, settings: Settings, bearer: str | None) -> 
     token = _credentials(request, bearer)
     user = None
     if token:
-        user_id = user_id_from_token(token, settings.jwt_secret)
-        if user_id is not None:
-            # A session of its own, closed at once: the request's session (and its pooled connection) is
-            # only taken by the handlers that need the database, not held by every request while it runs.
-            with Session(request.app.state.engine, expire_on_commit=False) as session:
-                user = session.get(User, user_id)
-        if user is not None and not user.is_active:
-            user = None
+        token_users: TokenUsers = request.app.state.token_users
+        user = token_users.user(token)
         request.state.user = Actor.of(user) if user is not None else None
     if access is None:
         raise ProblemError(403, f"route {route_name!r} is not in the access matrix; it is refused to everyone")
@@ -95,11 +132,9 @@ def resolve_access(request: Request, settings: Settings, bearer: str | None) -> 
     return user
 
 
-def authorize(
-    request: Request, settings: SettingsDep, bearer: Annotated[str | None, Depends(oauth2_scheme)]
-) -> User | None:
+async def authorize(request: Request, bearer: Annotated[str | None, Depends(oauth2_scheme)]) -> User | None:
     """The app-wide dependency: every route passes the access matrix before its handler runs."""
-    return resolve_access(request, settings, bearer)
+    return resolve_access(request, bearer)
 
 
 def check_access_before_validation(request: Request) -> None:
@@ -107,8 +142,7 @@ def check_access_before_validation(request: Request) -> None:
     if getattr(request.state, "access_checked", False):
         return
     scheme, bearer = get_authorization_scheme_param(request.headers.get("Authorization"))
-    settings: Settings = request.app.state.settings
-    resolve_access(request, settings, bearer if scheme.lower() == "bearer" else None)
+    resolve_access(request, bearer if scheme.lower() == "bearer" else None)
 
 
 async def require_user(user: Annotated[User | None, Depends(authorize)]) -> User:

@@ -15,9 +15,10 @@ from api.core.catalog import ModelCatalog
 from api.core.config import Settings
 from api.core.db import make_engine, upgrade_to_head
 from api.core.ledger import LedgerHub
+from api.core.metrics import Metrics, MetricsMiddleware
 from api.core.problems import install_problem_handlers
-from api.deps import authorize, check_access_before_validation
-from api.routes import audit, consents, health, login, models, nodes, pages, users
+from api.deps import TokenUsers, authorize, check_access_before_validation
+from api.routes import audit, consents, health, login, models, nodes, pages, pictures, users
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 logger = logging.getLogger(__name__)
@@ -61,14 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.token_users = TokenUsers(engine, settings.jwt_secret, settings.auth_cache_seconds)
     app.state.ledgers = hub
     app.state.catalog = catalog
+    app.state.metrics = Metrics(hub)
     install_problem_handlers(app, check_access_before_validation, pages.render_problem)
-    for module in (health, login, users, nodes, consents, models, audit, pages):
+    for module in (health, login, users, nodes, consents, models, audit, pages, pictures):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if trail is not None:
         app.add_middleware(AuditMiddleware, trail=trail)
     else:
         logger.warning("auditing is OFF (CAREFED_API_AUDIT_ENABLED=false): requests leave no trace on the ledger")
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: the latency includes auditing
     return app

@@ -21,8 +21,11 @@ from typing import TypeVar
 from rich.console import Console
 from rich.progress import Progress
 
+import bench.script_mode  # noqa: F401  (first: `python bench/X.py` must find the packages, not bench/X.py)
+
+# isort: split
 from compliance.bundle import ExportFormat, export_bundle, verify_bundle
-from compliance.signing import consortium_ca_certificates
+from compliance.signing import consortium_ca_certificates, org_ca_pem
 from compliance.trail import audit_trail
 from fabric_network.identities import identity_for, init_identities
 from fabric_network.ledger import open_ledger
@@ -68,7 +71,7 @@ def run(count: int, state_dir: Path) -> dict[str, float | int]:
     for fmt in (ExportFormat.JSONL, ExportFormat.FHIR):
         out = state_dir / f"export-{fmt.value}"
         start = time.perf_counter()
-        export_bundle(records, fmt, out, signer, height, {})
+        export_bundle(records, fmt, out, signer, height, {}, org_ca_pem(state_dir, "consortium"))
         figures[f"export_{fmt.value}_s"] = time.perf_counter() - start
         start = time.perf_counter()
         result = verify_bundle(out, cas)

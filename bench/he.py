@@ -23,6 +23,9 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+import bench.script_mode  # noqa: F401  (first: `python bench/X.py` must find the packages, not bench/X.py)
+
+# isort: split
 from privacy import he
 
 ERROR_BOUND = 1e-4

@@ -30,9 +30,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+import bench.script_mode  # noqa: F401  (first: `python bench/X.py` must find the packages, not bench/X.py)
+
+# isort: split
 from consortium.demo import TRAINING, compute_baselines
 from consortium.demo_data import DemoData, build_demo_data
-from consortium.federation import HospitalPlan, LocalConsortium, RunRequest, set_up_consortium
+from consortium.federation import HospitalPlan, LocalConsortium, RunRequest, propose_run, set_up_consortium
 from consortium.keys import public_context_path
 from consortium.model_artifact import ModelArtifact
 from fabric_network.contracts.common import opaque_id
@@ -50,6 +53,15 @@ def federated_auc(state: Path, data: DemoData, epsilon: float, rounds: int) -> f
     public = PublicContext.deserialize(public_context_path(state).read_bytes())
     nodes = [NodeConfig.load(node_dir_for(state, h)) for h in HOSPITALS]
     run_id = opaque_id("bench")
+    run_config = {
+        "hospitals": ",".join(HOSPITALS),
+        "num-rounds": rounds,
+        "epsilon": epsilon,
+        "spec": data.spec.to_json(),
+        "results-path": str(state / "bench-results.json"),
+        **TRAINING,
+    }
+    propose_run(state, HOSPITALS, run_id, run_config, start=True)  # every hospital approves the bench's run
     summed = b""
     for round_number in range(1, rounds + 1):
         request = RoundRequest(
@@ -111,7 +123,7 @@ def main() -> None:
         state = Path(tmp)
         data = build_demo_data(state / "hospital-data", HOSPITALS)
         set_up_consortium(
-            state, [HospitalPlan(h.name, h.train_csv, data.schema, h.consenting, 100.0) for h in data.hospitals]
+            state, [HospitalPlan(h.name, h.train_data, data.schema, h.consenting, 100.0) for h in data.hospitals]
         )
         started = time.perf_counter()
         results: dict[str, Any] = {} if args.skip_timing else time_rounds(state, data, args.timing_rounds)

@@ -1,22 +1,58 @@
 """The `carefed` console command: a thin composition of each package's own CLI.
 
 Every sub-CLI imports its heavy dependencies (torch, tenseal, flwr) inside its commands, so
-`carefed --help` and `carefed --version` stay fast.
+`carefed --help` and `carefed --version` stay fast. The top-level group sets up logging for every command
+(``-v``, ``-q``, ``--log-format``) and turns a user's mistake (a missing or unreadable file, a refused
+argument, a ledger that is not there) into one ``error:`` line and exit code 1 instead of a traceback;
+``-v`` shows the traceback for a bug report.
 """
 
-from typing import Annotated
+from __future__ import annotations
 
+from typing import Annotated, Any
+
+import click
 import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from api.cli import api_app
 from carefed import __version__
+from carefed.logs import configure_logging, level_for
+from carefed.options import ENV_LOG_FORMAT, LogFormat
 from compliance.cli import audit_app, report_app
 from consortium.cli import consortium_app, demo, keys_app
 from fabric_network.cli import fabric_app, ledger_app
 from hospital_node.cli import node_app
 
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a user's mistake (their messages name the file, field or fix), not a bug."""
+    from fabric_network.ledger import LedgerError
+
+    return (OSError, ValueError, LedgerError)
+
+
+class CareFedGroup(TyperGroup):
+    """The `carefed` group: a user error anywhere below it ends in one line on stderr, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if not isinstance(exc, _user_error_types()) or ctx.meta.get("carefed.verbose", 0) >= 2:
+                raise
+            line = Text("error: ", style="red").append(str(exc) or type(exc).__name__, style="")
+            Console(stderr=True, soft_wrap=True).print(line, highlight=False)
+            raise typer.Exit(code=1) from None
+
+
 app = typer.Typer(
     name="carefed",
+    cls=CareFedGroup,
     help="Privacy-preserving federated analytics for hospital consortia.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -31,12 +67,22 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output: -v info, -vv debug and tracebacks.")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")] = False,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", envvar=ENV_LOG_FORMAT, help="Log lines for people or as JSON.")
+    ] = LogFormat.console,
 ) -> None:
     """CareFed: DP training at each hospital, HE aggregation, a consortium ledger."""
+    ctx.meta["carefed.verbose"] = verbose
+    configure_logging(level_for(verbose, quiet), log_format)
 
 
 app.command("demo")(demo)

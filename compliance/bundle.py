@@ -24,9 +24,8 @@ import io
 import json
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from compliance.fhir_audit import audit_bundle_json, balp_problems
+from compliance.formats import ExportFormat as ExportFormat  # re-exported: the bundle's formats
 from compliance.records import COLUMNS, AuditRecord, canonical_json
 from compliance.signing import certificate_subject, signature_problems
 from fabric_network.identities import SigningIdentity
@@ -48,16 +48,6 @@ from fabric_network.merkle import (
 EXPORT_VERSION = 1
 MANIFEST = "manifest.json"
 PROOFS = "proofs.jsonl"
-
-
-class ExportFormat(StrEnum):
-    CSV = "csv"
-    JSONL = "jsonl"
-    FHIR = "fhir"
-
-    @property
-    def events_file(self) -> str:
-        return {"csv": "events.csv", "jsonl": "events.jsonl", "fhir": "events.fhir.json"}[self.value]
 
 
 class BundleError(ValueError):
@@ -138,10 +128,12 @@ def export_bundle(
     signer: SigningIdentity,
     ledger_height: int,
     filters: dict[str, str | None],
+    signer_ca_pem: bytes,
 ) -> dict[str, Any]:
     """Write a signed, verifiable bundle of `records` (in ledger order) to `out_dir`; return its manifest.
 
-    Refuses a non-empty directory rather than mixing two exports' files.
+    The manifest carries the signer's CA certificate (`signer_ca_pem`), so a verifier who pins that CA's
+    fingerprint needs nothing but the bundle. Refuses a non-empty directory rather than mixing two exports' files.
     """
     if out_dir.exists() and any(out_dir.iterdir()):
         raise BundleError(f"--out {out_dir}: the directory is not empty; give a new directory for each export")
@@ -185,6 +177,7 @@ def export_bundle(
             "msp_id": signer.msp_id,
             "subject": certificate_subject(signer.cert_pem),
             "certificate": signer.cert_pem.decode(),
+            "ca_certificate": signer_ca_pem.decode(),
         },
     }
     manifest["signature"] = base64.b64encode(signer.sign(_signed_bytes(manifest))).decode()
@@ -272,9 +265,17 @@ def _event_order_problems(events: list[ExportedEvent], proofs: list[_Proof]) -> 
     return problems
 
 
-def _inclusion_problems(events: list[ExportedEvent], proofs: list[_Proof], size: int, root: bytes) -> list[str]:
+#: called as progress(events_checked, events_total) while a bundle's inclusion proofs are checked.
+Progress = Callable[[int, int], None]
+
+
+def _inclusion_problems(
+    events: list[ExportedEvent], proofs: list[_Proof], size: int, root: bytes, progress: Progress | None = None
+) -> list[str]:
     problems = []
     for position, (event, proof) in enumerate(zip(events, proofs, strict=False)):
+        if progress is not None:
+            progress(position + 1, len(events))
         if event.event_id != proof.event_id:
             continue  # already reported as removed/added/reordered
         hashed = leaf_hash(event.leaf)
@@ -324,7 +325,17 @@ def _bundle_leaves(directory: Path, manifest: dict[str, Any]) -> tuple[ExportFor
     return fmt, _read_events(fmt, events_path)
 
 
-def verify_bundle(directory: Path, cas: list[x509.Certificate], previous: Path | None = None) -> VerifyResult:
+def carried_ca_pem(directory: Path) -> str:
+    """The CA certificate (PEM) a bundle's manifest carries for its signer; trusted only once pinned."""
+    ca_pem = _load_manifest(directory).get("signer", {}).get("ca_certificate")
+    if not isinstance(ca_pem, str) or not ca_pem:
+        raise BundleError(f"{directory}/{MANIFEST} carries no signer CA certificate; verify it with --ca instead")
+    return ca_pem
+
+
+def verify_bundle(
+    directory: Path, cas: list[x509.Certificate], previous: Path | None = None, progress: Progress | None = None
+) -> VerifyResult:
     """Check a bundle offline: signature and chain, file digests, tree head, every event's inclusion, the
     BALP profile of every FHIR AuditEvent, and with `previous` the RFC 9162 consistency of the two exports.
 
@@ -332,13 +343,19 @@ def verify_bundle(directory: Path, cas: list[x509.Certificate], previous: Path |
     """
     result = VerifyResult(directory)
     try:
-        _verify_into(result, directory, cas, previous)
+        _verify_into(result, directory, cas, previous, progress)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         result.problems.append(f"{MANIFEST} or a bundle file is malformed: {type(exc).__name__}: {exc}")
     return result
 
 
-def _verify_into(result: VerifyResult, directory: Path, cas: list[x509.Certificate], previous: Path | None) -> None:
+def _verify_into(
+    result: VerifyResult,
+    directory: Path,
+    cas: list[x509.Certificate],
+    previous: Path | None,
+    progress: Progress | None,
+) -> None:
     try:
         manifest = _load_manifest(directory)
         fmt, events = _bundle_leaves(directory, manifest)
@@ -382,7 +399,7 @@ def _verify_into(result: VerifyResult, directory: Path, cas: list[x509.Certifica
 
     result.problems.extend(_event_order_problems(events, proofs))
     root = bytes.fromhex(result.tree_head) if len(result.tree_head) == 64 else b""
-    result.problems.extend(_inclusion_problems(events, proofs, result.tree_size, root))
+    result.problems.extend(_inclusion_problems(events, proofs, result.tree_size, root, progress))
     tree = MerkleTree([leaf_hash(e.leaf) for e in events])
     if tree.size != result.tree_size or tree.root() != root:
         result.problems.append(

@@ -1,8 +1,9 @@
 """`carefed audit …` and `carefed report …`: the compliance officer's commands.
 
-Every command reads the ledger through the `Ledger` interface only (``--state-dir``, ``--org`` and ``--role``
-choose the ledger and the identity), except ``audit verify``, which needs nothing but the bundle directory and
-the consortium's CA certificates.
+Every command reads the ledger through the `Ledger` interface only (``--state-dir`` and ``--backend`` choose the
+ledger, as for `carefed ledger …`; ``--org`` and ``--role`` the identity), except ``audit verify``, which needs
+nothing but the bundle directory and the fingerprint of the consortium CA (the bundle carries the certificate;
+the fingerprint pins it).
 """
 
 from __future__ import annotations
@@ -15,16 +16,28 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
+
+from carefed.options import (
+    DEFAULT_STATE_DIR,
+    AsJson,
+    Backend,
+    LedgerBackend,
+    LedgerRole,
+    Org,
+    ReportFormat,
+    Role,
+    StateDir,
+    read_mrn,
+)
+from compliance.formats import ExportFormat
 
 audit_app = typer.Typer(help="Export and verify the audit trail.", no_args_is_help=True)
 report_app = typer.Typer(help="Regulators' reports from the ledger.", no_args_is_help=True)
 console = Console(soft_wrap=True)  # long hashes and paths stay on one line (and greppable)
 errors = Console(stderr=True, soft_wrap=True)
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory (ledger and identities).")]
-Org = Annotated[str, typer.Option("--org", help="Organisation whose identity reads the ledger (and signs).")]
-Role = Annotated[str, typer.Option("--role", help="Which identity of the org: client, admin or node.")]
-DEFAULT_STATE = Path(".carefed")
+DEFAULT_STATE = DEFAULT_STATE_DIR
 
 
 def _fail(message: str) -> typer.Exit:
@@ -32,13 +45,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _open(state_dir: Path, org: str, role: str) -> Any:
+def _open(state_dir: Path, backend: LedgerBackend, org: str, role: LedgerRole) -> Any:
     from fabric_network.ledger import LedgerError, open_ledger
 
-    if role not in ("client", "admin", "node"):
-        raise _fail(f"--role {role!r}: use client, admin or node")
+    if not (state_dir / "crypto").is_dir():
+        raise _fail(f"--state-dir: no consortium in {state_dir} (run `carefed demo` or `carefed ledger init`)")
     try:
-        return open_ledger(state_dir=state_dir, org=org, role=role)
+        return open_ledger(state_dir=state_dir, backend=backend.value, org=org, role=role.value)
     except LedgerError as exc:
         raise _fail(str(exc)) from None
 
@@ -58,32 +71,37 @@ def _parse_time(option: str, value: str | None) -> dt.datetime | None:
 @audit_app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", help="New directory for the bundle.")],
-    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or fhir (FHIR R4 AuditEvent Bundle).")] = "jsonl",
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="Events as CSV, JSON lines or a FHIR R4 AuditEvent Bundle.")
+    ] = ExportFormat.JSONL,
     since: Annotated[str | None, typer.Option("--from", help="Only events at or after this time (ISO 8601).")] = None,
     until: Annotated[str | None, typer.Option("--to", help="Only events before this time (ISO 8601).")] = None,
     actor: Annotated[str | None, typer.Option("--actor", help="Only events of this actor.")] = None,
     state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
-    role: Role = "admin",
+    role: Role = LedgerRole.admin,
+    as_json: AsJson = False,
 ) -> None:
     """Export the audit trail as a signed bundle that `carefed audit verify` checks offline."""
-    from compliance.bundle import BundleError, ExportFormat, export_bundle
+    from cryptography import x509
+
+    from compliance.bundle import BundleError, export_bundle
+    from compliance.signing import ca_fingerprint, org_ca_pem
     from compliance.trail import TrailFilter, audit_trail
     from fabric_network.identities import IdentityError, identity_for, load_consortium
 
-    try:
-        export_format = ExportFormat(fmt)
-    except ValueError:
-        raise _fail(f"--format {fmt!r}: use csv, jsonl or fhir") from None
     trail_filter = TrailFilter(_parse_time("--from", since), _parse_time("--to", until), actor)
-    try:
-        signer = identity_for(load_consortium(state_dir), org, role)  # type: ignore[arg-type]
-    except IdentityError as exc:
-        raise _fail(str(exc)) from None
-    with _open(state_dir, org, role) as ledger, console.status("reading the audit trail from the ledger…"):
-        records, height = audit_trail(ledger, trail_filter)
+    with _open(state_dir, backend, org, role) as ledger:
         try:
-            manifest = export_bundle(records, export_format, out, signer, height, trail_filter.as_manifest())
+            signer = identity_for(load_consortium(state_dir), org, role.value)
+            ca_pem = org_ca_pem(state_dir, org)
+        except IdentityError as exc:
+            raise _fail(str(exc)) from None
+        with console.status("reading the audit trail from the ledger…"):
+            records, height = audit_trail(ledger, trail_filter)
+        try:
+            manifest = export_bundle(records, fmt, out, signer, height, trail_filter.as_manifest(), ca_pem)
         except (BundleError, ValueError) as exc:
             raise _fail(str(exc)) from None
         ledger.submit(
@@ -97,9 +115,17 @@ def export(
                 "purpose": "HCOMPL",
             },
         )
+    fingerprint = ca_fingerprint(x509.load_pem_x509_certificate(ca_pem))
+    if as_json:
+        facts = {k: manifest[k] for k in ("bundle_id", "format", "tree_size", "tree_head", "ledger_height")}
+        signer_facts = {"signer": manifest["signer"]["subject"], "ca_fingerprint": fingerprint}
+        typer.echo(json.dumps({**facts, "out": str(out), **signer_facts}, indent=2))
+        return
     console.print(
-        f"exported {manifest['tree_size']} events ({fmt}) at ledger height {height} to {out}\n"
-        f"tree head {manifest['tree_head']}, signed by {manifest['signer']['subject']}"
+        f"exported {manifest['tree_size']} events ({fmt.value}) at ledger height {height} to {out}\n"
+        f"tree head {manifest['tree_head']}, signed by {manifest['signer']['subject']}\n"
+        f"consortium CA fingerprint (SHA-256) {fingerprint}\n"
+        f"verify anywhere with: carefed audit verify {out} --ca-fingerprint {fingerprint}"
     )
 
 
@@ -109,21 +135,57 @@ def verify(
     previous: Annotated[
         Path | None, typer.Option("--previous", help="An earlier export that must be a prefix of this one.")
     ] = None,
+    ca_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-fingerprint",
+            help="SHA-256 fingerprint of the consortium CA (printed by export): trust the CA the bundle carries "
+            "only if it is this one. Needs no state dir.",
+        ),
+    ] = None,
     ca: Annotated[
         list[Path] | None, typer.Option("--ca", help="Consortium CA certificate(s), files or directories.")
     ] = None,
     state_dir: StateDir = DEFAULT_STATE,
+    as_json: AsJson = False,
 ) -> None:
-    """Verify a bundle offline: signature chain, tree head, each event's inclusion, consistency with --previous."""
-    from compliance.bundle import verify_bundle
-    from compliance.signing import SigningError, consortium_ca_certificates, load_ca_certificates
+    """Verify a bundle offline: signature chain, tree head, each event's inclusion, consistency with --previous.
+
+    The trusted CA comes from --ca-fingerprint (pinning the certificate the bundle carries), --ca, or else the
+    consortium in --state-dir.
+    """
+    from compliance.bundle import BundleError, carried_ca_pem, verify_bundle
+    from compliance.signing import SigningError, consortium_ca_certificates, load_ca_certificates, pinned_ca
     from fabric_network.identities import IdentityError
 
+    if not directory.is_dir():
+        raise _fail(f"DIRECTORY: {directory} is not a directory; give the one `carefed audit export --out` wrote")
     try:
-        cas = load_ca_certificates(ca) if ca else consortium_ca_certificates(state_dir)
-    except (SigningError, IdentityError) as exc:
-        raise _fail(f"{exc} (or give --ca with the consortium's CA certificates)") from None
-    result = verify_bundle(directory, cas, previous)
+        if ca_fingerprint is not None:
+            cas = [pinned_ca(carried_ca_pem(directory), ca_fingerprint)]
+        elif ca:
+            cas = load_ca_certificates(ca)
+        elif (state_dir / "crypto").is_dir():
+            cas = consortium_ca_certificates(state_dir)
+        else:
+            raise SigningError(
+                f"no consortium in {state_dir} to take the CA from: give --ca-fingerprint F (printed by "
+                "`carefed audit export`) or --ca with the consortium's CA certificate"
+            )
+    except (SigningError, IdentityError, BundleError) as exc:
+        raise _fail(str(exc)) from None
+    with Progress(console=errors, transient=True, disable=as_json) as progress:
+        task = progress.add_task("checking inclusion proofs", total=None)
+        result = verify_bundle(
+            directory, cas, previous, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+    if as_json:
+        facts = {"ok": result.ok, "directory": str(directory), "problems": result.problems}
+        facts |= {"tree_size": result.tree_size, "tree_head": result.tree_head, "signer": result.signer}
+        typer.echo(json.dumps({**facts, "previous": str(previous) if previous else None}, indent=2))
+        if not result.ok:
+            raise typer.Exit(code=1)
+        return
     if not result.ok:
         for problem in result.problems:
             errors.print(f"[red]✗[/red] {problem}")
@@ -135,12 +197,10 @@ def verify(
     )
 
 
-def _emit(report: dict[str, Any], fmt: str, out: Path | None) -> None:
+def _emit(report: dict[str, Any], fmt: ReportFormat, out: Path | None) -> None:
     from compliance.reports import to_markdown
 
-    if fmt not in ("markdown", "json"):
-        raise _fail(f"--format {fmt!r}: use markdown or json")
-    text = json.dumps(report, indent=2, ensure_ascii=False) if fmt == "json" else to_markdown(report)
+    text = json.dumps(report, indent=2, ensure_ascii=False) if fmt is ReportFormat.json else to_markdown(report)
     if out is None:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
     else:
@@ -149,17 +209,23 @@ def _emit(report: dict[str, Any], fmt: str, out: Path | None) -> None:
         console.print(f"wrote {out}")
 
 
-ReportFormat = Annotated[str, typer.Option("--format", help="markdown or json.")]
+Format = Annotated[ReportFormat, typer.Option("--format", help="Markdown for people, JSON for scripts.")]
 ReportOut = Annotated[Path | None, typer.Option("--out", help="Write to this file instead of the terminal.")]
 
 
 def _report(
-    state_dir: Path, org: str, role: str, fmt: str, out: Path | None, build: Callable[[Any], dict[str, Any]]
+    state_dir: Path,
+    backend: LedgerBackend,
+    org: str,
+    role: LedgerRole,
+    fmt: ReportFormat,
+    out: Path | None,
+    build: Callable[[Any], dict[str, Any]],
 ) -> None:
     """Build one report from the ledger and emit it; a report's own refusal becomes a one-line error."""
     from compliance.reports import ReportError
 
-    with _open(state_dir, org, role) as ledger:
+    with _open(state_dir, backend, org, role) as ledger:
         try:
             report = build(ledger)
         except ReportError as exc:
@@ -172,74 +238,112 @@ def access(
     pseudonym: Annotated[
         str | None, typer.Argument(help="The patient's pseudonym (64 hex characters); or give --mrn and --hospital.")
     ] = None,
-    mrn: Annotated[str | None, typer.Option("--mrn", help="Resolve the pseudonym from this MRN at --hospital.")] = None,
-    hospital: Annotated[str | None, typer.Option("--hospital", help="The hospital whose table maps --mrn.")] = None,
-    fmt: ReportFormat = "markdown",
+    mrn: Annotated[
+        bool,
+        typer.Option(
+            "--mrn", help="Identify the patient by MRN at --hospital, read from stdin or a hidden prompt (never argv)."
+        ),
+    ] = False,
+    hospital: Annotated[str | None, typer.Option("--hospital", help="The hospital whose table maps the MRN.")] = None,
+    fmt: Format = ReportFormat.markdown,
     out: ReportOut = None,
     state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
-    role: Role = "admin",
+    role: Role = LedgerRole.admin,
 ) -> None:
     """GDPR Art. 15: every run, round, model version, purpose and recipient that used a patient's data."""
     from compliance.reports import access_report
 
-    if (pseudonym is None) == (mrn is None) or (mrn is not None and hospital is None):
+    if (pseudonym is None) == (not mrn) or (mrn and hospital is None):
         raise _fail("give either PSEUDONYM, or --mrn together with --hospital")
-    if mrn is not None and hospital is not None:
+    if mrn and hospital is not None:
         from compliance.erasure import ErasureError, resolve_pseudonym
 
         try:
-            pseudonym = resolve_pseudonym(state_dir, hospital, mrn)
+            pseudonym = resolve_pseudonym(state_dir, hospital, read_mrn(hospital))
         except ErasureError as exc:
             raise _fail(str(exc)) from None
     assert pseudonym is not None
     found = pseudonym
-    _report(state_dir, org, role, fmt, out, lambda ledger: access_report(ledger, found))
+    _report(state_dir, backend, org, role, fmt, out, lambda ledger: access_report(ledger, found))
 
 
 @report_app.command("disclosures")
 def disclosures(
     since: Annotated[str | None, typer.Option("--since", help="Start date (default and limit: six years ago).")] = None,
-    fmt: ReportFormat = "markdown",
+    fmt: Format = ReportFormat.markdown,
     out: ReportOut = None,
     state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
-    role: Role = "admin",
+    role: Role = LedgerRole.admin,
 ) -> None:
     """HIPAA §164.528: the accounting of disclosures (model exports, predictions served)."""
     from compliance.reports import disclosures_report
 
     start = _parse_time("--since", since)
-    _report(state_dir, org, role, fmt, out, lambda ledger: disclosures_report(ledger, start))
+    _report(state_dir, backend, org, role, fmt, out, lambda ledger: disclosures_report(ledger, start))
 
 
 @report_app.command("consent-coverage")
 def consent_coverage(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The training run id.")],
-    fmt: ReportFormat = "markdown",
+    fmt: Format = ReportFormat.markdown,
     out: ReportOut = None,
     state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
-    role: Role = "admin",
+    role: Role = LedgerRole.admin,
 ) -> None:
     """Per round and hospital of a run: patients eligible, excluded and withdrawn."""
     from compliance.reports import consent_coverage_report
 
-    _report(state_dir, org, role, fmt, out, lambda ledger: consent_coverage_report(ledger, run_id))
+    _report(state_dir, backend, org, role, fmt, out, lambda ledger: consent_coverage_report(ledger, run_id))
 
 
 @report_app.command("privacy-budget")
 def privacy_budget(
-    fmt: ReportFormat = "markdown",
+    recompute: Annotated[
+        bool, typer.Option("--recompute", help="Recompute every charge's ε from its mechanism on the ledger.")
+    ] = False,
+    fmt: Format = ReportFormat.markdown,
     out: ReportOut = None,
     state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
-    role: Role = "admin",
+    role: Role = LedgerRole.admin,
 ) -> None:
-    """ε spent and remaining per hospital and purpose, per run."""
+    """ε spent and remaining per hospital and purpose, per run; --recompute checks every charge."""
     from compliance.reports import privacy_budget_report
 
-    _report(state_dir, org, role, fmt, out, privacy_budget_report)
+    _report(state_dir, backend, org, role, fmt, out, lambda ledger: privacy_budget_report(ledger, recompute))
+
+
+@report_app.command("credit")
+def credit(
+    model_id: Annotated[str, typer.Argument(metavar="MODEL", help="The registered model id.")],
+    fmt: Format = ReportFormat.markdown,
+    out: ReportOut = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Also write a bar chart (PNG) here.")] = None,
+    state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
+    org: Org = "consortium",
+    role: Role = LedgerRole.admin,
+) -> None:
+    """Contributor credit of a model: per hospital, examples, rounds, ε spent and contribution scores."""
+    from compliance.credit import plot_credit
+    from compliance.reports import credit_of_model
+
+    built: list[dict[str, Any]] = []
+
+    def build(ledger: Any) -> dict[str, Any]:
+        built.append(credit_of_model(ledger, model_id))
+        return built[0]
+
+    _report(state_dir, backend, org, role, fmt, out, build)
+    if chart is not None:
+        console.print(f"wrote {plot_credit(built[0], chart)}")
 
 
 @report_app.command("lineage")
@@ -249,14 +353,15 @@ def lineage(
         "lineage"
     ),
     state_dir: StateDir = DEFAULT_STATE,
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
-    role: Role = "admin",
+    role: Role = LedgerRole.admin,
 ) -> None:
     """A model version's lineage as W3C PROV (PROV-N, PROV-JSON) and a FHIR Provenance."""
     from compliance.lineage import lineage_fhir_provenance, lineage_prov, prov_round_trip_equal
     from fabric_network.ledger import ContractRejected
 
-    with _open(state_dir, org, role) as ledger:
+    with _open(state_dir, backend, org, role) as ledger:
         try:
             record = ledger.evaluate("LineageContract:get_model_lineage", model_id)
         except ContractRejected as exc:

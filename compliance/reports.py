@@ -4,7 +4,9 @@
   and recipient that may have used the patient's data;
 - disclosures (HIPAA §164.528): date, recipient, description and purpose of each disclosure, six years back;
 - consent coverage of a run: per round and hospital, patients eligible, excluded and withdrawn;
-- privacy budget: ε spent and remaining per hospital and purpose, and per run.
+- privacy budget: ε spent and remaining per hospital and purpose, and per run; optionally every charge's ε
+  recomputed from its mechanism on the ledger;
+- contributor credit of a model (compliance/credit.py).
 
 "May have used": the ledger holds a hospital's consent snapshot as a count and an RFC 9162 root, not the
 pseudonyms. A round is listed when the patient's consent for the run's purpose was active at the time the
@@ -18,9 +20,12 @@ import re
 from collections import defaultdict
 from typing import Any
 
+from compliance.credit import credit_report
 from compliance.records import EventKind
 from compliance.trail import kind_of_action, ledger_events, query_all_audit_events
+from fabric_network.contracts.budget import recompute
 from fabric_network.ledger import ContractRejected, Ledger
+from privacy.accountant import ACCOUNTANT, ACCOUNTANT_VERSION, understates
 
 Report = dict[str, Any]
 LOOK_BACK_YEARS = 6
@@ -207,15 +212,19 @@ def consent_coverage_report(ledger: Ledger, run_id: str) -> Report:
     }
 
 
-def privacy_budget_report(ledger: Ledger) -> Report:
-    """ε spent and remaining per hospital and purpose, with the charges per run."""
+def privacy_budget_report(ledger: Ledger, recompute: bool = False) -> Report:
+    """ε spent and remaining per hospital and purpose, with the charges per run.
+
+    With `recompute`, every charge's ε is computed again from the mechanisms on the ledger alone, with the
+    accountant the contract uses (`fabric_network.contracts.budget.recompute`), and compared to what was charged.
+    """
     budgets = ledger.evaluate("PrivacyBudgetContract:list_budgets")
     per_run: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for event in ledger_events(ledger, ledger.height()):
         if event.name == "BudgetCharged":
             key = (event.payload["hospital"], event.payload["purpose"])
             per_run[key][str(event.payload.get("run_id", ""))] += float(event.payload["epsilon"])
-    return {
+    report: Report = {
         "report": "privacy-budget",
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "ledger_height": ledger.height(),
@@ -224,13 +233,79 @@ def privacy_budget_report(ledger: Ledger) -> Report:
             for b in sorted(budgets, key=lambda b: (b["hospital"], b["purpose"]))
         ],
     }
+    if recompute:
+        report["recomputed"] = recompute_charges(ledger.evaluate("PrivacyBudgetContract:list_budget_charges", "", ""))
+        differences = [abs(row["difference"]) for row in report["recomputed"]]
+        report["recompute_summary"] = {
+            "charges": len(differences),
+            "max_abs_difference": max(differences, default=0.0),
+            "agree_to_1e-6": all(d <= RECOMPUTE_AGREEMENT for d in differences),
+            "understated": sum(row["understated"] for row in report["recomputed"]),
+            "accountant": f"{ACCOUNTANT} {ACCOUNTANT_VERSION} (privacy/accountant.py)",
+        }
+    return report
+
+
+RECOMPUTE_AGREEMENT = 1e-6
+
+
+def recompute_charges(charges: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each charge's ε recomputed from its mechanism and its run's earlier charges, beside the charged ε."""
+    by_run: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for charge in charges:
+        by_run[(charge["hospital"], charge["purpose"], charge["run_id"])].append(charge)
+    rows = []
+    for (hospital, purpose, run_id), run_charges in sorted(by_run.items()):
+        ordered = sorted(run_charges, key=lambda ch: ch["round"])
+        for i, charge in enumerate(ordered):
+            epsilon, run_epsilon = recompute(ordered[:i], charge["mechanism"])
+            rows.append(
+                {
+                    "hospital": hospital,
+                    "purpose": purpose,
+                    "run_id": run_id,
+                    "round": charge["round"],
+                    "charged": charge["epsilon"],
+                    "recomputed": epsilon,
+                    "difference": charge["epsilon"] - epsilon,
+                    "understated": understates(charge["epsilon"], epsilon),
+                    "run_epsilon": run_epsilon,
+                    "noise_multiplier": charge["mechanism"]["noise_multiplier"],
+                    "sample_rate": charge["mechanism"]["sample_rate"],
+                    "steps": charge["mechanism"]["steps"],
+                    "delta": charge["mechanism"]["delta"],
+                }
+            )
+    return rows
+
+
+def credit_of_model(ledger: Ledger, model_id: str) -> Report:
+    """Contributor credit of a registered model (compliance.credit), from its lineage on the ledger."""
+    try:
+        lineage = ledger.evaluate("LineageContract:get_model_lineage", model_id)
+    except ContractRejected as exc:
+        raise ReportError(f"MODEL: {exc}") from None
+    return credit_report(lineage, ledger.height())
+
+
+def _cell(value: Any) -> str:
+    """A value as a person reads it: ε to three decimals, a per-run breakdown as `run: ε` pairs, never a repr."""
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else ("yes" if value else "no")
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_cell(item)}" for key, item in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(item) for item in value) or "-"
+    return str(value)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
     if not rows:
         return ["_none_", ""]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return [*lines, ""]
 
 
@@ -265,4 +340,35 @@ def to_markdown(report: Report) -> str:
         lines += [f"- {k}: {v}" for k, v in report["definitions"].items()] + [""]
     elif kind == "privacy-budget":
         lines += _table(report["budgets"], ["hospital", "purpose", "limit", "spent", "remaining", "per_run"])
+        if "recomputed" in report:
+            summary = report["recompute_summary"]
+            lines += [
+                "## Every charge recomputed from the ledger",
+                "",
+                f"{summary['charges']} charges recomputed with {summary['accountant']}: largest difference "
+                f"{summary['max_abs_difference']:.3g}, "
+                + ("all agree to 1e-6" if summary["agree_to_1e-6"] else "**some differ by more than 1e-6**")
+                + f", {summary['understated']} understated.",
+                "",
+            ]
+            lines += _table(
+                report["recomputed"],
+                ["hospital", "run_id", "round", "charged", "recomputed", "difference", "noise_multiplier", "steps"],
+            )
+    elif kind == "credit":
+        lines += [f"- model {report['model_id']}, run {report['run_id']}, {report['rounds']} rounds", ""]
+        lines += _table(
+            [
+                {
+                    **row,
+                    "epsilon": f"{row['epsilon']:.4f}",
+                    "data_share": f"{row['data_share']:.3f}",
+                    "gain_share": f"{row['gain_share']:+.4f}",
+                    "own_improvement": "-" if row["own_improvement"] is None else f"{row['own_improvement']:+.4f}",
+                }
+                for row in report["contributors"]
+            ],
+            ["hospital", "rounds", "examples", "epsilon", "data_share", "gain_share", "own_improvement"],
+        )
+        lines += ["What each score reveals:", ""] + [f"- {k}: {v}" for k, v in report["what_it_reveals"].items()]
     return "\n".join(lines)

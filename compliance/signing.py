@@ -32,6 +32,46 @@ def consortium_ca_certificates(state_dir: Path) -> list[x509.Certificate]:
     ]
 
 
+def org_ca_pem(state_dir: Path, org: str) -> bytes:
+    """The signing CA certificate (PEM) of one org of the consortium: what issued that org's identities."""
+    return Path(load_consortium(state_dir).org(org).ca_cert).read_bytes()
+
+
+def ca_fingerprint(certificate: x509.Certificate) -> str:
+    """The SHA-256 fingerprint of a CA certificate (of its DER encoding), as 64 lower-case hex digits.
+
+    What a regulator pins: `carefed audit export` prints it, `carefed audit verify --ca-fingerprint` checks the
+    CA certificate a bundle carries against it, so a bundle verifies on a machine that has nothing else.
+    """
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def normalise_fingerprint(text: str) -> str:
+    """Accept ``ab12…``, ``AB:12:…`` or ``sha256:ab12…``; refuse anything that is not 32 bytes of hex."""
+    digits = text.strip().lower().removeprefix("sha256:").replace(":", "")
+    if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
+        raise SigningError(
+            f"--ca-fingerprint {text!r}: give the 64 hex digits of the SHA-256 fingerprint `carefed audit export` "
+            "printed (colons allowed)"
+        )
+    return digits
+
+
+def pinned_ca(ca_pem: str, fingerprint: str) -> x509.Certificate:
+    """The CA certificate a bundle carries, if and only if it is the pinned one; otherwise say why not."""
+    try:
+        certificate = x509.load_pem_x509_certificate(ca_pem.encode())
+    except ValueError:
+        raise SigningError("the bundle carries no readable CA certificate (signer.ca_certificate)") from None
+    found = ca_fingerprint(certificate)
+    if found != normalise_fingerprint(fingerprint):
+        raise SigningError(
+            f"the bundle was signed under CA {subject_name(certificate)!r} with fingerprint {found}, not under the "
+            f"pinned consortium CA {normalise_fingerprint(fingerprint)}"
+        )
+    return certificate
+
+
 def certificate_subject(certificate_pem: bytes) -> str:
     return subject_name(x509.load_pem_x509_certificate(certificate_pem))
 

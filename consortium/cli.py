@@ -1,21 +1,29 @@
 """`carefed consortium …`, `carefed keys …` and `carefed demo`: the consortium operator's commands."""
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, StateDir
+
 consortium_app = typer.Typer(help="Run the consortium's SuperLink and training runs.", no_args_is_help=True)
 keys_app = typer.Typer(help="CKKS key ceremony for the hospitals and the aggregator.", no_args_is_help=True)
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory.")]
+
+class Dataset(StrEnum):
+    """The demo's data: the breast-cancer CSV split, or the Synthea FHIR R4 patients (docs/ehr.md)."""
+
+    breast_cancer = "breast-cancer"
+    synthea = "synthea"
 
 
 @keys_app.command("ceremony")
 def ceremony(
     hospitals: Annotated[str, typer.Option("--hospitals", help="A count (3) or comma-separated hospital names.")],
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Create the consortium's CKKS key: secret context per hospital, public context for the aggregator."""
     from consortium.keys import run_ceremony
@@ -35,7 +43,7 @@ def ceremony(
 
 @consortium_app.command("superlink")
 def superlink(
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     insecure: Annotated[bool, typer.Option(help="Plain HTTP (local experiments only).")] = False,
 ) -> None:
     """Start the consortium's SuperLink (TLS with the consortium CA) and keep it running until Ctrl-C."""
@@ -55,16 +63,56 @@ def superlink(
             typer.echo("stopping")
 
 
+@consortium_app.command("propose")
+def propose(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id the ServerApp will be started with.")],
+    hospitals: Annotated[str, typer.Option("--hospitals", help="Comma-separated hospital names of the run.")],
+    spec: Annotated[Path, typer.Option("--spec", help="The model spec JSON (features and their ranges).")],
+    rounds: Annotated[int, typer.Option("--rounds", min=1)] = 3,
+    epsilon: Annotated[float, typer.Option("--epsilon", help="DP target ε per hospital for the whole run.")] = 3.0,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = LedgerBackend.embedded,
+) -> None:
+    """Propose a training run on the ledger; it starts once a majority of its hospitals approved it.
+
+    Start the run later (`flwr run`) with the same run id and settings: the ServerApp refuses settings that
+    differ from the proposal.
+    """
+    from consortium.federation import propose_run
+    from fabric_network.identities import IdentityError, hospital_names
+    from fabric_network.ledger import LedgerError
+
+    try:
+        names = hospital_names(hospitals)
+    except IdentityError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--hospitals") from exc
+    if not spec.exists():
+        raise typer.BadParameter(f"{spec} does not exist", param_hint="--spec")
+    config = {"hospitals": ",".join(names), "num-rounds": rounds, "epsilon": epsilon, "spec": spec.read_text()}
+    try:
+        propose_run(state_dir.resolve(), names, run_id, config, dict.fromkeys(names, ""), backend=backend.value)
+    except LedgerError as exc:
+        raise typer.BadParameter(str(exc), param_hint="RUN") from None
+    typer.echo(f"run {run_id} proposed; each hospital now runs `carefed node approve {run_id} --hospital NAME`")
+
+
 def demo(
     hospitals: Annotated[str, typer.Option("--hospitals", help="A count or comma-separated names.")] = "3",
     rounds: Annotated[int, typer.Option("--rounds", min=2, help="Training rounds (≥ 2).")] = 3,
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     out: Annotated[Path, typer.Option("--out", help="Where runs/<run-id>/ goes.")] = Path("runs"),
-    backend: Annotated[str, typer.Option("--backend", help="Ledger backend: embedded or fabric.")] = "embedded",
+    backend: Backend = LedgerBackend.embedded,
+    dataset: Annotated[
+        Dataset,
+        typer.Option(
+            "--dataset",
+            help="breast-cancer (CSV, the default) or synthea ((pre)diabetes from the FHIR R4 patients in data/).",
+        ),
+    ] = Dataset.breast_cancer,
 ) -> None:
     """Run the federated demo: DP at each hospital, HE aggregation, the ledger — end to end on this machine."""
     from consortium.demo import run_demo
 
-    if backend not in ("embedded", "fabric"):
-        raise typer.BadParameter("must be 'embedded' or 'fabric'", param_hint="--backend")
-    run_demo(hospitals=hospitals, rounds=rounds, state_dir=state_dir, out=out, backend=backend)
+    run_demo(
+        hospitals=hospitals, rounds=rounds, state_dir=state_dir, out=out, backend=backend.value, dataset=dataset.value
+    )

@@ -5,7 +5,8 @@ few who withdraw after round 1; identities, the key ceremony, consents and budge
 and one SuperNode per hospital as real processes (TLS); a federated run with DP at each hospital and HE
 aggregation, then a short run of the same rounds without HE to time the difference. It prints the AUC per
 round, the final AUC beside centralised training and each hospital alone, ε per hospital, round times with and
-without HE, the ledger summary and its verification, and writes `runs/<run-id>/` (model, report, plots).
+without HE, the ledger summary and its verification, the run's approvals, each hospital's credit for the model
+and every privacy charge recomputed from the ledger, and writes `runs/<run-id>/` (model, report, plots).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from compliance.credit import plot_credit
+from compliance.reports import credit_of_model, privacy_budget_report
 from consortium.demo_data import DemoData, build_demo_data
 from consortium.federation import (
     HospitalPlan,
@@ -30,6 +33,7 @@ from consortium.federation import (
     RunReport,
     RunRequest,
     set_up_consortium,
+    stop_fabric_network,
     withdraw_consents,
 )
 from consortium.registry import ModelRegistry
@@ -43,6 +47,21 @@ TARGET_EPSILON = 3.0
 DELTA = 1e-5
 # Tuned on the demo split (see bench/round.py): logistic regression, 2 local epochs per round, Adam at 0.2.
 TRAINING = {"local-epochs": 2, "learning-rate": 0.2, "batch-size": 32, "delta": DELTA}
+# Synthea: ~40 patients per hospital in the cohort, so smaller batches, more epochs and a larger step.
+SYNTHEA_TRAINING = {"local-epochs": 3, "learning-rate": 0.5, "batch-size": 16, "delta": DELTA}
+DATASETS = ("breast-cancer", "synthea")
+
+
+#: report.md's caption of each picture the demo writes.
+CAPTIONS = {
+    "auc_per_round.png": "Test AUC per round",
+    "auc_final.png": "Final AUC: federated vs centralised vs each hospital alone (with and without DP)",
+    "epsilon_vs_limit.png": "ε spent per round, from 0, with the ledger's limit",
+    "budget_per_hospital.png": "Privacy budget per hospital: spent (all runs) vs limit",
+    "consent_coverage.png": "Consent coverage per round and hospital: eligible, excluded, withdrawn",
+    "lineage.svg": "The model's lineage (W3C PROV)",
+    "audit_activity.png": "Audit events over time, refusals marked",
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def compute_baselines(data: DemoData, rounds: int) -> Baselines:
+def compute_baselines(data: DemoData, rounds: int, training: dict[str, float] = TRAINING) -> Baselines:
     """Centralised non-private training, and each hospital alone (non-private, and under the same DP)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -81,9 +100,9 @@ def compute_baselines(data: DemoData, rounds: int) -> Baselines:
         config = DPConfig(
             TARGET_EPSILON,
             DELTA,
-            epochs=int(TRAINING["local-epochs"]) * rounds,
-            batch_size=int(TRAINING["batch-size"]),
-            learning_rate=float(TRAINING["learning-rate"]),
+            epochs=int(training["local-epochs"]) * rounds,
+            batch_size=int(training["batch-size"]),
+            learning_rate=float(training["learning-rate"]),
         )
         model = data.spec.build()
         PrivateTrainer(model, data.spec.scale(x), y, config).train(PrivacyBudget(hospital.name, TARGET_EPSILON))
@@ -134,7 +153,7 @@ def _finish_plot(figure: Any, axis: Any, ylabel: str, title: str, path: Path) ->
     return path
 
 
-def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -> list[Path]:
+def _plots(run_dir: Path, he: RunReport, central: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,19 +164,11 @@ def _plots(run_dir: Path, he: RunReport, hospitals: list[str], central: float) -
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot(numbers, [r["auc"] for r in rounds if r["auc"] is not None], marker="o", label="federated DP + HE")
     axis.axhline(central, color="grey", linestyle="--", label="centralised, non-private (pooled test set)")
-    auc_png = _finish_plot(
-        figure, axis, "test AUC (hospitals' held-out data)", "AUC per round", run_dir / "auc_per_round.png"
-    )
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for hospital in hospitals:
-        points = [(r["round"], r["epsilon_run"][hospital]) for r in rounds if hospital in r["epsilon_run"]]
-        if points:
-            axis.plot(*zip(*points, strict=True), marker="o", label=hospital)
-    axis.axhline(TARGET_EPSILON, color="grey", linestyle="--", label=f"target ε = {TARGET_EPSILON:g}")
-    eps_png = _finish_plot(
-        figure, axis, "ε spent in this run", "Privacy spent per round", run_dir / "epsilon_per_round.png"
-    )
-    return [auc_png, eps_png]
+    return [
+        _finish_plot(
+            figure, axis, "test AUC (hospitals' held-out data)", "AUC per round", run_dir / "auc_per_round.png"
+        )
+    ]
 
 
 def _mean(values: list[float]) -> float:
@@ -171,84 +182,114 @@ def run_demo(
     out: Path = Path("runs"),
     backend: str = "embedded",
     console: Console | None = None,
+    dataset: str = "breast-cancer",
 ) -> Path:
-    """Run the whole demo; returns the run directory."""
+    """Run the whole demo on `dataset` ("breast-cancer" or "synthea"); returns the run directory."""
     console = console or Console()
     started = time.monotonic()
     if rounds < 2:
         raise ValueError("--rounds: the demo needs at least 2 rounds (patients withdraw after round 1)")
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
     names = hospital_names(hospitals)
+    refuse_second_demo(state_dir)
     run_id = opaque_id("run")
-    demo_state = (state_dir / "demo" / run_id).resolve()
+    demo_state = state_dir.resolve()  # the consortium stays here: `carefed ledger …`, `report …`, `api` find it
     run_dir = (out / run_id).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    console.rule(f"[bold]CareFed demo · {len(names)} hospitals · {rounds} rounds · {backend} ledger · {run_id}")
-    data = build_demo_data(demo_state / "hospital-data", names)
-    table = Table(title="Hospitals (skewed split of the Wisconsin breast-cancer data)")
-    for column in ("hospital", "patients", "malignant", "no consent", "withdraw after round 1", "held-out"):
+    console.rule(
+        f"[bold]CareFed demo · {dataset} · {len(names)} hospitals · {rounds} rounds · {backend} ledger · {run_id}"
+    )
+    training = TRAINING
+    if dataset == "synthea":
+        from consortium.synthea_data import build_synthea_data
+
+        training = SYNTHEA_TRAINING
+        with console.status("unpacking the Synthea patients and reading each hospital's FHIR Bundles…"):
+            data = build_synthea_data(demo_state / "hospital-data", names)
+    else:
+        data = build_demo_data(demo_state / "hospital-data", names)
+    if data.funnels:
+        console.print(_funnel_table(data.funnels))
+    table = Table(title=data.title)
+    for column in ("hospital", "patients", data.label, "no consent", "withdraw after round 1", "held-out"):
         table.add_column(column, justify="right" if column != "hospital" else "left")
     for hospital in data.hospitals:
         table.add_row(
             hospital.name,
             str(len(hospital.mrns)),
-            f"{hospital.malignant_share:.0%}",
+            f"{hospital.positive_share:.0%}",
             str(len(hospital.mrns) - len(hospital.consenting)),
             str(len(hospital.withdrawing)),
-            str(sum(1 for _ in hospital.eval_csv.open()) - 1),
+            str(hospital.eval_records),
         )
     console.print(table)
     plans = [
-        HospitalPlan(h.name, h.train_csv, data.schema, h.consenting, 2 * TARGET_EPSILON + 0.5, eval_data=h.eval_csv)
+        HospitalPlan(h.name, h.train_data, data.schema, h.consenting, 2 * TARGET_EPSILON + 0.5, eval_data=h.eval_data)
         for h in data.hospitals
     ]
-    with console.status("ledger identities, key ceremony, consents and budgets…"):
-        set_up_consortium(demo_state, plans, DEFAULT_PURPOSE, backend)
-    console.print(f"[green]✓[/] consortium set up in {demo_state}")
+    try:
+        with console.status("ledger identities, key ceremony, consents and budgets…"):
+            set_up_consortium(demo_state, plans, DEFAULT_PURPOSE, backend)
+        console.print(f"[green]✓[/] consortium set up in {demo_state}")
 
-    def withdraw() -> None:
-        for hospital in data.hospitals:
-            with (
-                open_ledger(backend=backend, state_dir=demo_state, org=hospital.name) as ledger,
-                PseudonymTable(node_dir_for(demo_state, hospital.name) / "pseudonyms.sqlite") as table,
-            ):
-                withdraw_consents(ledger, table, hospital.withdrawing, DEFAULT_PURPOSE)
-        console.print(f"  {sum(len(h.withdrawing) for h in data.hospitals)} patients withdrew their consent")
+        def withdraw() -> None:
+            for hospital in data.hospitals:
+                with (
+                    open_ledger(backend=backend, state_dir=demo_state, org=hospital.name) as ledger,
+                    PseudonymTable(node_dir_for(demo_state, hospital.name) / "pseudonyms.sqlite") as table,
+                ):
+                    withdraw_consents(ledger, table, hospital.withdrawing, DEFAULT_PURPOSE)
+            console.print(f"  {sum(len(h.withdrawing) for h in data.hospitals)} patients withdrew their consent")
 
-    with LocalConsortium(demo_state, names, tls=True, backend=backend) as consortium:
-        with console.status("starting SuperLink, SuperNodes and node workers (TLS)…"):
-            consortium.start()
-        console.print("[green]✓[/] SuperLink and SuperNodes running")
-        common = {"spec": data.spec, "epsilon": TARGET_EPSILON, "min_participants": max(1, len(names) - 1)}
-        he_run = _run_with_progress(
-            console,
-            consortium,
-            RunRequest(run_id, rounds=rounds, he=True, hold_after_round=1, extra=TRAINING, **common),  # type: ignore[arg-type]
-            "federated DP + HE",
-            on_hold=withdraw,
-        )
-        plain_rounds = min(2, rounds)
-        plain_run = _run_with_progress(
-            console,
-            consortium,
-            RunRequest(f"{run_id}-plain", rounds=plain_rounds, he=False, extra=TRAINING, **common),  # type: ignore[arg-type]
-            "same rounds without HE (timing)",
-        )
-    with console.status("baselines: centralised and each hospital alone…"):
-        baselines = compute_baselines(data, rounds)
-    with open_ledger(backend=backend, state_dir=demo_state, org="consortium") as ledger:
-        model_id = he_run.results["final"].get("model_id")
-        if not model_id:
-            raise RuntimeError(
-                f"the federated run published no model: {he_run.results['status']}; {he_run.results['events']}"
+        with LocalConsortium(demo_state, names, tls=True, backend=backend) as consortium:
+            with console.status("starting SuperLink, SuperNodes and node workers (TLS)…"):
+                consortium.start()
+            console.print("[green]✓[/] SuperLink and SuperNodes running")
+            common = {"spec": data.spec, "epsilon": TARGET_EPSILON, "min_participants": max(1, len(names) - 1)}
+            he_run = _run_with_progress(
+                console,
+                consortium,
+                RunRequest(run_id, rounds=rounds, he=True, hold_after_round=1, extra=training, **common),  # type: ignore[arg-type]
+                "federated DP + HE",
+                on_hold=withdraw,
             )
-        artifact = ModelRegistry(demo_state / "registry").load(ledger, model_id)
-        federated_auc = _auc(data.test_y, artifact.predict_proba(data.test_x))
-        budgets = {
-            h: ledger.evaluate("PrivacyBudgetContract:read_budget", msp_id_for(h), DEFAULT_PURPOSE) for h in names
-        }
-        events = Counter(event.name for event in ledger.events(0))
-        verify = ledger.verify()
-        height = ledger.height()
+            plain_rounds = min(2, rounds)
+            plain_run = _run_with_progress(
+                console,
+                consortium,
+                RunRequest(f"{run_id}-plain", rounds=plain_rounds, he=False, extra=training, **common),  # type: ignore[arg-type]
+                "same rounds without HE (timing)",
+            )
+        with console.status("baselines: centralised and each hospital alone…"):
+            baselines = compute_baselines(data, rounds, training)
+        with open_ledger(backend=backend, state_dir=demo_state, org="consortium") as ledger:
+            model_id = he_run.results["final"].get("model_id")
+            if not model_id:
+                raise RuntimeError(
+                    f"the federated run published no model: {he_run.results['status']}; {he_run.results['events']}"
+                )
+            artifact = ModelRegistry(demo_state / "registry").load(ledger, model_id)
+            federated_auc = _auc(data.test_y, artifact.predict_proba(data.test_x))
+            budgets = {
+                h: ledger.evaluate("PrivacyBudgetContract:read_budget", msp_id_for(h), DEFAULT_PURPOSE) for h in names
+            }
+            events = Counter(event.name for event in ledger.events(0))
+            verify = ledger.verify()
+            height = ledger.height()
+            governance = _governance(ledger, run_id, model_id)
+            with console.status("pictures: AUCs, ε, budgets, consent coverage, lineage, audit activity…"):
+                pictures = draw_run_pictures(
+                    ledger, run_dir, run_id, he_run, model_id, budgets, baselines, federated_auc
+                )
+    finally:
+        if backend == "fabric":
+            stop_fabric_network(demo_state)
+            console.print(
+                f"Fabric network stopped; its ledgers stay in {demo_state}: `carefed fabric up --state-dir "
+                f"{demo_state}` restarts it, then `carefed audit export --backend fabric --state-dir "
+                f"{demo_state} --out DIR` exports the audit trail"
+            )
     shutil.copyfile(ModelRegistry(demo_state / "registry").path_of(artifact.sha256), run_dir / "model.carefed")
 
     rounds_table = Table(title="Federated DP + HE: test AUC per round (mean of hospitals' held-out data)")
@@ -315,9 +356,12 @@ def run_demo(
         ledger_table.add_row(name, str(count))
     console.print(ledger_table)
     console.print(("[green]" if verify.ok else "[red]") + verify.describe())
+    _print_governance(console, governance)
     roots = {name: [r["consent_roots"].get(name, "-")[:12] for r in he_rounds] for name in names}
     summary = {
         "run_id": run_id,
+        "dataset": dataset,
+        "funnels": data.funnels,
         "hospitals": names,
         "rounds": he_rounds,
         "plain_rounds": plain_rounds_list,
@@ -334,25 +378,202 @@ def run_demo(
         "round_s_plain": plain_round_s,
         "consent_roots": roots,
         "events": he_run.results["events"],
+        "governance": governance,
         "elapsed_s": time.monotonic() - started,
     }
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    plots = _plots(run_dir, he_run, names, baselines.central)
+    plots = [*_plots(run_dir, he_run, baselines.central), *pictures]
+    plots.append(plot_credit(governance["credit"], run_dir / "credit.png"))
     _write_report(run_dir, summary, plots)
     console.print(
         f"[bold]wrote[/] {run_dir} (model.carefed, report.md, {', '.join(p.name for p in plots)}) "
         f"in {summary['elapsed_s']:.0f} s"
     )
+    flag = "" if state_dir == Path(".carefed") else f" --state-dir {state_dir}"
+    console.print(
+        f"The consortium stays in {state_dir}: try `carefed ledger verify{flag}`, "
+        f"`carefed report privacy-budget{flag}`, `carefed report consent-coverage {run_id}{flag}`, "
+        f"`carefed audit export --format fhir --out audit-export{flag}` and `carefed api{flag}` (README.md)."
+    )
     return run_dir
 
 
+def _funnel_table(funnels: dict[str, dict[str, Any]]) -> Table:
+    """The cohort funnel of each hospital's own FHIR export, side by side (what `carefed node check` prints)."""
+    hospitals = list(funnels)
+    table = Table(title="Cohort funnel (each hospital's training export through the consortium's schema)")
+    table.add_column("step")
+    for hospital in hospitals:
+        table.add_column(hospital, justify="right")
+    for step, count in _funnel_rows(funnels):
+        table.add_row(step, *(str(count(h)) for h in hospitals))
+    return table
+
+
+def _funnel_rows(funnels: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
+    reasons = list(dict.fromkeys(r for f in funnels.values() for r in f["dropped"]))
+    return [
+        ("patients read", lambda h: funnels[h]["patients_read"]),
+        *[(f"- {reason}", lambda h, r=reason: funnels[h]["dropped"].get(r, 0)) for reason in reasons],
+        ("in cohort", lambda h: funnels[h]["in_cohort"]),
+        ("trained on", lambda h: funnels[h]["trained_on"]),
+        ("positive", lambda h: funnels[h]["positive"]),
+    ]
+
+
+def _governance(ledger: Any, run_id: str, model_id: str) -> dict[str, Any]:
+    """Who approved the run, each hospital's credit for the model, and every charge recomputed from the ledger."""
+    budget = privacy_budget_report(ledger, recompute=True)
+    return {
+        "approval": ledger.evaluate("LineageContract:run_approval", run_id),
+        "credit": credit_of_model(ledger, model_id),
+        "recomputed": [r for r in budget["recomputed"] if r["run_id"] == run_id],
+        "recompute_summary": budget["recompute_summary"],
+    }
+
+
+def _print_governance(console: Console, governance: dict[str, Any]) -> None:
+    approval = governance["approval"]
+    console.print(
+        f"run approval on the ledger: approved by {', '.join(approval['approved']) or 'nobody'}"
+        + (f"; rejected by {', '.join(approval['rejected'])}" if approval["rejected"] else "")
+        + f" ({len(approval['approved'])} approvals, {approval['needed']} needed; status {approval['status']})"
+    )
+    credit = Table(title="Contributor credit of the model (ledger; docs/governance.md says what each reveals)")
+    for column in ("hospital", "rounds", "examples", "ε spent", "data share", "gain share (ΔAUC)", "own ΔAUC"):
+        credit.add_column(column, justify="right" if column != "hospital" else "left")
+    for row in governance["credit"]["contributors"]:
+        credit.add_row(
+            row["hospital"],
+            str(row["rounds"]),
+            str(row["examples"]),
+            f"{row['epsilon']:.3f}",
+            f"{row['data_share']:.3f}",
+            f"{row['gain_share']:+.4f}",
+            _signed(row["own_improvement"]),
+        )
+    console.print(credit)
+    summary = governance["recompute_summary"]
+    console.print(
+        ("[green]" if summary["agree_to_1e-6"] else "[red]")
+        + f"privacy budget recomputed from the ledger alone: {summary['charges']} charges, largest difference "
+        f"{summary['max_abs_difference']:.2g} ({'all agree to 1e-6' if summary['agree_to_1e-6'] else 'DISAGREE'})"
+    )
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _governance_lines(g: dict[str, Any]) -> list[str]:
+    approval, summary = g["approval"], g["recompute_summary"]
+    return [
+        "## Governance",
+        "",
+        f"Run approved on the ledger by {', '.join(approval['approved'])}"
+        + (f", rejected by {', '.join(approval['rejected'])}" if approval["rejected"] else "")
+        + f" ({approval['needed']} approvals needed).",
+        "",
+        "Contributor credit of the model:",
+        "",
+        "| hospital | rounds | examples | ε spent | data share | gain share (ΔAUC) | own ΔAUC |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['hospital']} | {r['rounds']} | {r['examples']} | {r['epsilon']:.3f} | {r['data_share']:.3f} | "
+            f"{r['gain_share']:+.4f} | {_signed(r['own_improvement'])} |"
+            for r in g["credit"]["contributors"]
+        ],
+        "",
+        f"Privacy budget recomputed from the ledger alone ({summary['accountant']}): {summary['charges']} charges "
+        f"in all runs, largest |charged - recomputed| = {summary['max_abs_difference']:.2g}; "
+        + ("all agree to 1e-6." if summary["agree_to_1e-6"] else "**some disagree by more than 1e-6**."),
+        "",
+        "| hospital | round | charged ε | recomputed ε |",
+        "|---|---|---|---|",
+        *[f"| {r['hospital']} | {r['round']} | {r['charged']:.6f} | {r['recomputed']:.6f} |" for r in g["recomputed"]],
+        "",
+    ]
+
+
+def refuse_second_demo(state_dir: Path) -> None:
+    """The demo sets up a consortium of synthetic patients; a second one cannot join an existing consortium.
+
+    Its fixed data would meet patients who already withdrew (a withdrawal cannot be repeated) and budgets
+    already spent, so rather than mixing, it stops and says what to do.
+    """
+    from fabric_network.identities import MANIFEST_NAME, crypto_dir_of
+
+    if (crypto_dir_of(state_dir) / MANIFEST_NAME).exists():
+        runs = sorted(p.stem for p in (state_dir / "runs").glob("*.json") if not p.stem.endswith("-plain"))
+        earlier = f" (run {', '.join(runs)})" if runs else ""
+        raise DemoRefused(
+            f"--state-dir: {state_dir} already holds a consortium{earlier}. The demo sets up a new consortium of "
+            "synthetic patients and does not add them to an existing one (its patients who withdrew cannot "
+            f"withdraw again, its budgets are spent). Every README command works on the consortium in {state_dir} "
+            f"as it is; for a fresh demo remove {state_dir} or give --state-dir NEW."
+        )
+
+
+class DemoRefused(ValueError):
+    """The demo will not run in this state directory; the message says why and what to do."""
+
+
+def draw_run_pictures(
+    ledger: Any,
+    run_dir: Path,
+    run_id: str,
+    he_run: RunReport,
+    model_id: str,
+    budgets: dict[str, dict[str, Any]],
+    baselines: Baselines,
+    federated_auc: float,
+) -> list[Path]:
+    """The run's pictures from the ledger and its results: what report.md embeds and the service shows."""
+    from compliance import figures
+    from compliance.lineage import lineage_prov
+    from compliance.reports import consent_coverage_report
+    from compliance.trail import audit_trail
+
+    limits = {h: float(b["limit"]) for h, b in budgets.items()}
+    records, _ = audit_trail(ledger)
+    return [
+        figures.auc_bars(
+            run_dir / "auc_final.png",
+            federated_auc,
+            baselines.central,
+            baselines.alone_plain,
+            baselines.alone_dp,
+            TARGET_EPSILON,
+        ),
+        figures.epsilon_per_round(run_dir / "epsilon_vs_limit.png", he_run.results["rounds"], limits, TARGET_EPSILON),
+        figures.budget_bars(run_dir / "budget_per_hospital.png", budgets),
+        figures.consent_coverage(
+            run_dir / "consent_coverage.png", consent_coverage_report(ledger, run_id)["rounds"], run_id
+        ),
+        figures.lineage_svg(
+            run_dir / "lineage.svg", lineage_prov(ledger.evaluate("LineageContract:get_model_lineage", model_id))
+        ),
+        figures.audit_activity(run_dir / "audit_activity.png", records),
+    ]
+
+
 def _write_report(run_dir: Path, s: dict[str, Any], plots: list[Path]) -> None:
+    funnels = s.get("funnels") or {}
+    funnel_lines = [
+        "## Cohort funnel",
+        "",
+        f"| step | {' | '.join(funnels)} |",
+        f"|---|{'---|' * len(funnels)}",
+        *[f"| {step} | {' | '.join(str(count(h)) for h in funnels)} |" for step, count in _funnel_rows(funnels)],
+        "",
+    ]
     lines = [
-        f"# CareFed federated run {s['run_id']}",
+        f"# CareFed federated run {s['run_id']} ({s['dataset']})",
         "",
         f"Hospitals: {', '.join(s['hospitals'])}. Model: logistic regression, DP-SGD at each hospital "
         f"(target ε = {TARGET_EPSILON:g}, δ = {DELTA:g}), CKKS aggregation (the aggregator holds no secret key).",
         "",
+        *(funnel_lines if funnels else []),
         "## Test AUC",
         "",
         "| model | AUC |",
@@ -381,11 +602,13 @@ def _write_report(run_dir: Path, s: dict[str, Any], plots: list[Path]) -> None:
         "|---|---|---|",
         *[f"| {h} | {b['spent']:.3f} | {b['limit']:.3f} |" for h, b in s["budgets"].items()],
         "",
+        *_governance_lines(s["governance"]),
         "## Ledger",
         "",
         f"{s['ledger_verify']}. Model {s['model_id']} registered with SHA-256 `{s['model_sha256']}`.",
         "",
-        *[f"![{p.stem}]({p.name})" for p in plots],
+        "## Pictures",
         "",
+        *[f"### {CAPTIONS.get(p.name, p.stem)}\n\n![{CAPTIONS.get(p.name, p.stem)}]({p.name})\n" for p in plots],
     ]
     (run_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")

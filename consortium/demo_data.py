@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tomli_w
@@ -25,12 +26,13 @@ LABEL_COLUMN = "malignant"
 @dataclass(frozen=True)
 class DemoHospital:
     name: str
-    train_csv: Path
-    eval_csv: Path
+    train_data: Path  # what the node trains on: a CSV, or a directory of FHIR Bundles (Synthea)
+    eval_data: Path  # its held-out data, in the same form
+    eval_records: int
     mrns: tuple[str, ...]
     consenting: tuple[str, ...]
     withdrawing: tuple[str, ...]  # consent withdrawn after round 1
-    malignant_share: float
+    positive_share: float
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,21 @@ class DemoData:
     test_x: np.ndarray
     test_y: np.ndarray
     parts: tuple[np.ndarray, ...]  # indices into train_x per hospital
+    title: str = "Hospitals (skewed split of the Wisconsin breast-cancer data)"
+    label: str = "malignant"
+    funnels: dict[str, dict[str, Any]] | None = None  # FHIR input: each hospital's cohort funnel (node check)
+
+
+def consent_split(
+    mrns: list[str], rng: np.random.Generator, no_consent_share: float = 0.05, withdraw_share: float = 0.04
+) -> tuple[list[str], list[str]]:
+    """(consenting, withdrawing after round 1): a few patients never consented, a few withdraw (at least one each)."""
+    order = rng.permutation(len(mrns))
+    no_consent = max(1, round(no_consent_share * len(mrns)))
+    withdraw = max(1, round(withdraw_share * len(mrns)))
+    consenting = [mrns[i] for i in order[no_consent:]]
+    withdrawing = [mrns[i] for i in order[no_consent : no_consent + withdraw]]
+    return consenting, withdrawing
 
 
 def _shares(count: int, rising: bool) -> np.ndarray:
@@ -111,11 +128,7 @@ def build_demo_data(
         serials = rng.choice(900_000, size=len(part) + len(test_part), replace=False) + 100_000
         mrns = [f"{prefix}{s}" for s in serials[: len(part)]]
         eval_mrns = [f"{prefix}{s}" for s in serials[len(part) :]]
-        order = rng.permutation(len(mrns))
-        no_consent = max(1, round(no_consent_share * len(mrns)))
-        withdraw = max(1, round(withdraw_share * len(mrns)))
-        consenting = [mrns[i] for i in order[no_consent:]]
-        withdrawing = [mrns[i] for i in order[no_consent : no_consent + withdraw]]
+        consenting, withdrawing = consent_split(mrns, rng, no_consent_share, withdraw_share)
         train_csv = out_dir / name / "patients.csv"
         eval_csv = out_dir / name / "holdout.csv"
         _write_csv(train_csv, names, mrns, train_x[part], train_y[part])
@@ -123,12 +136,13 @@ def build_demo_data(
         result.append(
             DemoHospital(
                 name=name,
-                train_csv=train_csv,
-                eval_csv=eval_csv,
+                train_data=train_csv,
+                eval_data=eval_csv,
+                eval_records=len(test_part),
                 mrns=tuple(mrns),
                 consenting=tuple(consenting),
                 withdrawing=tuple(withdrawing),
-                malignant_share=float(train_y[part].mean()),
+                positive_share=float(train_y[part].mean()),
             )
         )
     return DemoData(schema_path, spec, tuple(result), train_x, train_y, test_x, test_y, tuple(train_parts))

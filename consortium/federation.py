@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from consortium.keys import run_ceremony
 from consortium.model_artifact import ModelSpec
 from consortium.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
+from consortium.server_app import RunSettings
 from consortium.tls import ensure_superlink_tls
 from fabric_network.identities import init_identities, msp_id_for
 from fabric_network.ledger import Call, Ledger, LedgerError, open_ledger
@@ -78,8 +80,11 @@ def set_up_consortium(
     """Identities, key ceremony, node configs, consents and budget limits for a fresh local consortium."""
     names = [h.name for h in hospitals]
     init_identities(state_dir, names)
+    if backend == "fabric":
+        start_fabric_network(state_dir, len(names))
     run_ceremony(state_dir, names)
     with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
+        consortium.submit("GovernanceContract:init_members", [msp_id_for(name) for name in names])
         for hospital in hospitals:
             consortium.submit(
                 "PrivacyBudgetContract:set_budget_limit",
@@ -107,6 +112,22 @@ def set_up_consortium(
             record_consents(ledger, table, hospital.consenting_mrns, purpose)
 
 
+def start_fabric_network(state_dir: Path, hospitals: int) -> None:
+    """`carefed fabric up` for the consortium of ``state_dir`` on free ports: the `fabric` backend needs its
+    network running before the first ledger call (``stop_fabric_network`` ends it)."""
+    from fabric_network.fabric import network
+    from fabric_network.fabric.install import default_fabric_home
+
+    network.up(state_dir, default_fabric_home(), hospitals, network.find_free_base_port(hospitals))
+
+
+def stop_fabric_network(state_dir: Path) -> None:
+    """`carefed fabric down`: stop exactly the processes `start_fabric_network` started; the ledgers stay."""
+    from fabric_network.fabric import network
+
+    network.down(state_dir)
+
+
 @dataclass
 class RunRequest:
     """A run's settings (run-config keys of `[tool.flwr.app.config]`) plus orchestration hooks."""
@@ -119,7 +140,48 @@ class RunRequest:
     epsilon: float = 3.0
     round_timeout_s: float = 120.0
     hold_after_round: int = 0  # pause the ServerApp after this round until the orchestrator resumes it
+    # Each hospital's vote on the run proposal: "approve" (the default for a hospital not listed), "reject", or
+    # "" to abstain. Cast with the hospital's own ledger identity, as `carefed node approve` does.
+    votes: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # further run-config overrides (learning-rate, …)
+
+
+def run_settings(config: dict[str, Any]) -> RunSettings:
+    """The ServerApp's settings for run-config overrides, over the app's defaults (`[tool.flwr.app.config]`)."""
+    defaults = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text(encoding="utf-8"))
+    return RunSettings.from_run_config({**defaults["tool"]["flwr"]["app"]["config"], **config})
+
+
+def propose_run(
+    state_dir: Path,
+    hospitals: Sequence[str],
+    run_id: str,
+    config: dict[str, Any],
+    votes: dict[str, str] | None = None,
+    *,
+    backend: str = "embedded",
+    start: bool = False,
+) -> None:
+    """Propose a run (run-config overrides `config`) as the consortium and let each hospital vote as itself.
+
+    `votes` maps a hospital to "approve" (the default), "reject" or "" (abstain). `start` also starts the run on
+    the ledger, for callers that drive the hospitals' rounds without a ServerApp (bench/round.py's utility).
+    """
+    from consortium.server_app import run_proposal
+    from hospital_node.governance import vote
+
+    settings = run_settings({"run-id": run_id, "state-dir": str(state_dir), **config})
+    with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
+        consortium.submit(
+            "LineageContract:register_run", run_id, run_proposal(settings), idempotency_key=f"propose:{run_id}"
+        )
+        for hospital in hospitals:
+            decision = (votes or {}).get(hospital, "approve")
+            if decision:
+                with open_ledger(backend=backend, state_dir=state_dir, org=hospital) as ledger:
+                    vote(ledger, run_id, decision)
+        if start:
+            consortium.submit("LineageContract:start_run", run_id)
 
 
 @dataclass
@@ -185,6 +247,7 @@ class LocalConsortium:
             "hold-after-round": request.hold_after_round,
             **request.extra,
         }
+        self.propose(request.run_id, config, request.votes)
         started = time.monotonic()
         run_id = self.runtime.submit(PROJECT_DIR, config)
         seen = ""
@@ -212,6 +275,10 @@ class LocalConsortium:
             )
         results = json.loads(results_path.read_text(encoding="utf-8"))
         return RunReport(outcome, results, time.monotonic() - started)
+
+    def propose(self, run_id: str, config: dict[str, Any], votes: dict[str, str]) -> None:
+        """Propose the run on the ledger as the consortium, then let each hospital vote with its own identity."""
+        propose_run(self.state_dir, self.hospitals, run_id, config, votes, backend=self.backend)
 
     def close(self) -> None:
         self.runtime.close()

@@ -3,8 +3,9 @@
 The ceremony draws one consortium secret context and writes it into each hospital's key directory (mode 0700,
 file 0600); the aggregator gets the public context — parameters and key id, no key — in a separate directory.
 The aggregator's process additionally installs `forbid_secret_reads` before it does anything else: a Python
-audit hook that refuses to open any hospital directory or any secret-context file, and remembers what it did
-open under the state directory so a test can show the aggregator never read a secret key.
+audit hook that refuses to open any hospital directory or any secret-context file. It records both what it
+opened under the state directory and every attempt it refused, so a run can show that the aggregator not only
+read no secret key but never tried to (a refusal alone would hide an attempt that some fallback then survived).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,19 @@ class SecretKeyAccessDenied(PermissionError):
     """The aggregator tried to open a hospital's directory or a secret context."""
 
 
-def forbid_secret_reads(state_dir: Path) -> list[str]:
-    """Install the aggregator's guard; returns the (growing) list of files it opened under `state_dir`."""
+@dataclass
+class KeyGuard:
+    """What the aggregator's guard saw: files opened under the state dir, and refused attempts at key material."""
+
+    opened: list[str] = field(default_factory=list)
+    denied: list[str] = field(default_factory=list)
+
+
+def forbid_secret_reads(state_dir: Path) -> KeyGuard:
+    """Install the aggregator's guard; the returned record grows as the process opens files."""
     state = os.path.realpath(state_dir)
     nodes = os.path.realpath(state_dir / "nodes")
-    opened: list[str] = []
+    guard = KeyGuard()
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if event != "open" or not args or not isinstance(args[0], str | bytes | Path):
@@ -109,9 +118,10 @@ def forbid_secret_reads(state_dir: Path) -> list[str]:
         raw = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
         path = os.path.realpath(raw) if raw else raw
         if path.startswith(nodes) or path.endswith(SECRET_CONTEXT_NAME):
+            guard.denied.append(path)
             raise SecretKeyAccessDenied(f"the aggregator may not read hospital key material: {path}")
         if path.startswith(state):
-            opened.append(path)
+            guard.opened.append(path)
 
     sys.addaudithook(hook)
-    return opened
+    return guard

@@ -7,6 +7,11 @@ plaintext model until the final artefact is published. It enforces a minimum num
 deadline per round (its own short poll loop instead of `send_and_receive`'s 3 s sleep), records drop-outs and
 declines, and writes each round's lineage to the ledger once the hospitals have reported the hash of the model
 that round produced (they learn it when they decrypt, one message later).
+
+Governance: the run must be proposed on the ledger beforehand (`run_proposal`, `LineageContract:register_run`)
+and approved by a majority of its hospitals; the ServerApp's first act is `start_run`, which the contract refuses
+(naming who has not approved) otherwise — then nothing is sent to any hospital. Each update must match the hash
+its hospital recorded on the ledger before sending it (`record_update`); one that does not is set aside.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from consortium.keys import forbid_secret_reads, he_parameters, public_context_path
+from consortium.keys import KeyGuard, forbid_secret_reads, he_parameters, public_context_path
 from consortium.model_artifact import ModelArtifact
 from consortium.registry import ModelRegistry
 from fabric_network.identities import msp_id_for
+from fabric_network.ledger import ContractRejected, LedgerError, open_ledger
 from fabric_network.outbox import open_outbox
 from hospital_node.training import STATUS_OK, RoundRequest
 
@@ -119,6 +125,7 @@ class RoundLog:
                     "consent_snapshot_id": p["consent-snapshot-id"],
                     "consent_snapshot_root": p["consent-snapshot-root"],
                     "epsilon_spent": p["epsilon-round"],
+                    "num_examples": p["num-examples"],
                     "update_sha256": p["update-sha256"],
                 }
                 for p in self.participants
@@ -135,15 +142,17 @@ class RoundLog:
 class FederatedRun:
     """The round loop of one run; state lives here only for the run's duration (one ServerApp process)."""
 
-    def __init__(self, grid: Grid, settings: RunSettings, opened_files: list[str]) -> None:
+    def __init__(self, grid: Grid, settings: RunSettings, key_guard: KeyGuard) -> None:
         self.grid = grid
         self.settings = settings
-        self.opened_files = opened_files
+        self.key_guard = key_guard
         # Lineage goes through the durable outbox: a slow or unavailable ledger delays the record, never the round.
         self.outbox = open_outbox(
             "aggregator", backend=settings.ledger_backend, state_dir=settings.state_dir, org="consortium"
         )
         self.outbox.start()
+        # Governance reads and the run's start are synchronous: their answer decides what happens next.
+        self.ledger = open_ledger(backend=settings.ledger_backend, state_dir=settings.state_dir, org="consortium")
         self.public: Any = None
         if settings.he:
             from privacy.he import PublicContext
@@ -175,24 +184,44 @@ class FederatedRun:
         key = f"audit:{self.settings.run_id}:{round_number}:{action}:{hospital}"
         self._submit("AuditContract:append_audit_event", json.dumps(event), key=key)
 
-    def _register_run(self) -> None:
+    def _start_run(self) -> bool:
+        """Start the proposed run on the ledger; False (with the contract's reason as status) if it may not start.
+
+        The proposal must be the one these settings describe: the aggregator cannot start a run on terms the
+        hospitals did not approve.
+        """
         s = self.settings
-        spec = {
-            "purpose": s.purpose,
-            "hospitals": [msp_id_for(h) for h in s.hospitals],
-            "dp": {
-                "epsilon": s.training.epsilon,
-                "delta": s.training.delta,
-                "max_grad_norm": s.training.max_grad_norm,
-                "accountant": "rdp",
-            },
-            "he": he_parameters(s.state_dir) if s.he else {"scheme": "none"},
-            "code_version": _code_version(),
-            "model_name": s.model_name,
-            "min_participants": s.min_participants,
-            "rounds": s.rounds,
-        }
-        self._submit("LineageContract:register_run", s.run_id, json.dumps(spec), key=f"run:{s.run_id}")
+        try:
+            run = self.ledger.evaluate("LineageContract:read_run", s.run_id)
+        except LedgerError as exc:
+            self.status = f"refused to start: run {s.run_id} is not proposed on the ledger ({exc})"
+            return False
+        proposal = run_proposal(s)
+        differing = sorted(k for k in ("purpose", "hospitals", "dp", "rounds") if run.get(k) != proposal.get(k))
+        if differing:
+            self.status = f"refused to start: the settings differ from the proposal on the ledger in {differing}"
+            return False
+        if run["status"] == "started":  # a restarted ServerApp of the same run
+            return True
+        try:
+            self.ledger.submit("LineageContract:start_run", s.run_id, idempotency_key=f"start:{s.run_id}")
+        except ContractRejected as exc:
+            self.status = f"refused to start: {str(exc).removeprefix('LineageContract:start_run: run_id: ')}"
+            return False
+        self.events.append(f"run {s.run_id} started on the ledger (approved by {', '.join(_approvers(run))})")
+        return True
+
+    def _vouched(self, fields: dict[str, Any], round_number: int) -> str | None:
+        """Why an update does not match what its hospital recorded on the ledger, or None when it does."""
+        msp = str(fields.get("msp-id", ""))
+        digest = hashlib.sha256(bytes(fields["update"])).hexdigest()
+        try:
+            record = self.ledger.evaluate("LineageContract:read_update", self.settings.run_id, str(round_number), msp)
+        except LedgerError:
+            return f"{msp or fields['hospital']} recorded no update for round {round_number} on the ledger"
+        if record["update_sha256"] != digest:
+            return f"the update's SHA-256 differs from the one {msp} recorded on the ledger for round {round_number}"
+        return None
 
     def _record_round(self, log: RoundLog) -> None:
         self._submit(
@@ -254,6 +283,12 @@ class FederatedRun:
                 if fields.get("permanent"):
                     self.retired[node_id] = reason
                 continue
+            refused = self._vouched(fields, log.round)
+            if refused is not None:
+                log.declined[self._name(node_id)] = refused
+                self.events.append(f"round {log.round}: update of {self._name(node_id)} set aside: {refused}")
+                self._audit("round.update_refused", self._name(node_id), log.round)
+                continue
             usable.append(fields)
         return usable
 
@@ -286,7 +321,9 @@ class FederatedRun:
 
     def run(self) -> None:
         s = self.settings
-        self._register_run()
+        if not self._start_run():
+            self.events.append(self.status)
+            return
         joined = self._wait_for_nodes()
         self.events.append(f"{len(joined)} of {len(s.hospitals)} hospitals connected")
         aggregate = b""
@@ -371,6 +408,7 @@ class FederatedRun:
             f"ledger refused {e.function}: {e.error}" for e in rejected if self.settings.run_id in e.idempotency_key
         ]
         self.outbox.close()
+        self.ledger.close()
         self._write_results()
 
     def _write_results(self) -> None:
@@ -400,11 +438,37 @@ class FederatedRun:
             ],
             "final": self.final,
             "events": self.events,
-            "aggregator_opened": sorted(set(self.opened_files)),
+            "aggregator_opened": sorted(set(self.key_guard.opened)),
+            "aggregator_denied": sorted(set(self.key_guard.denied)),
         }
         tmp = self.settings.results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
         tmp.replace(self.settings.results_path)
+
+
+def run_proposal(settings: RunSettings) -> dict[str, Any]:
+    """The run as the hospitals are asked to approve it (`LineageContract:register_run`'s spec)."""
+    s = settings
+    return {
+        "purpose": s.purpose,
+        "hospitals": [msp_id_for(h) for h in s.hospitals],
+        "dp": {
+            "epsilon": s.training.epsilon,
+            "delta": s.training.delta,
+            "max_grad_norm": s.training.max_grad_norm,
+            "accountant": "rdp",
+        },
+        "he": he_parameters(s.state_dir) if s.he else {"scheme": "none"},
+        "code_version": _code_version(),
+        "model_name": s.model_name,
+        "schema_sha256": hashlib.sha256(s.training.spec.to_json().encode()).hexdigest(),
+        "min_participants": s.min_participants,
+        "rounds": s.rounds,
+    }
+
+
+def _approvers(run: dict[str, Any]) -> list[str]:
+    return sorted(h for h, vote in run.get("votes", {}).items() if vote == "approve")
 
 
 def _code_version() -> str:
@@ -417,8 +481,8 @@ def _code_version() -> str:
 def main(grid: Grid, context: Context) -> None:
     """Entry point Flower calls in the `flwr-serverapp` process of each run."""
     settings = RunSettings.from_run_config(context.run_config)
-    opened = forbid_secret_reads(settings.state_dir)
-    run = FederatedRun(grid, settings, opened)
+    guard = forbid_secret_reads(settings.state_dir)
+    run = FederatedRun(grid, settings, guard)
     try:
         run.run()
     finally:

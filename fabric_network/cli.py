@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from fabric_network.fabric_cli import fabric_app as fabric_app  # re-exported: `carefed fabric …`
+from carefed.options import DEFAULT_STATE_DIR, AsJson, Backend, LedgerBackend, Org, StateDir
+from fabric_network.fabric.cli import fabric_app as fabric_app  # re-exported: `carefed fabric …`
 
 if TYPE_CHECKING:
     from fabric_network.ledger import Ledger
 
 ledger_app = typer.Typer(help="Consortium ledger: identities, status, verification, history.", no_args_is_help=True)
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory (git-ignored).")]
-DEFAULT_STATE_DIR = Path(".carefed")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> None:
     """Print an error naming the problem and exit non-zero."""
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code=1)
 
 
@@ -50,45 +52,64 @@ def init(
     console.print(table)
 
 
-Backend = Annotated[str, typer.Option("--backend", help="Ledger backend: embedded (default) or fabric.")]
-Org = Annotated[str, typer.Option("--org", help="Org whose client identity reads the ledger.")]
-
-
-def _open(state_dir: Path, backend: str, org: str) -> Ledger:
+def _open(state_dir: Path, backend: LedgerBackend, org: str) -> Ledger:
     """Open the ledger for a read-only command, or exit with the reason."""
     from fabric_network.ledger import LedgerError, LedgerSettings, open_ledger
 
     if not (state_dir / "crypto").exists():
         _fail(f"--state-dir: no consortium in {state_dir}; run `carefed ledger init --state-dir {state_dir}`")
     try:
-        return open_ledger(LedgerSettings(state_dir=state_dir, org=org, backend=backend))  # type: ignore[arg-type]
+        return open_ledger(LedgerSettings(state_dir=state_dir, org=org, backend=backend.value))
     except (LedgerError, ValueError) as exc:
         _fail(str(exc))
         raise
 
 
 @ledger_app.command("status")
-def status(state_dir: StateDir = DEFAULT_STATE_DIR, backend: Backend = "embedded", org: Org = "consortium") -> None:
+def status(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = LedgerBackend.embedded,
+    org: Org = "consortium",
+    as_json: AsJson = False,
+) -> None:
     """Height, transactions and last block of the ledger, and the consortium's orgs."""
     from fabric_network.identities import load_consortium
 
     with _open(state_dir, backend, org) as ledger:
-        height = ledger.height()
-        table = Table(title=f"CareFed ledger ({backend}) in {state_dir}", show_header=False)
-        table.add_row("height (blocks)", str(height))
+        facts: dict[str, Any] = {"backend": backend.value, "state_dir": str(state_dir), "height": ledger.height()}
         details = getattr(ledger, "describe", None)
-        for name, value in (details() if callable(details) else {}).items():
-            table.add_row(name, str(value))
-        consortium = load_consortium(state_dir)
-        table.add_row("orgs", ", ".join(o.msp_id for o in (consortium.orderer, *consortium.hospitals)))
-        console.print(table)
+        facts.update(details() if callable(details) else {})
+    consortium = load_consortium(state_dir)
+    facts["orgs"] = [o.msp_id for o in (consortium.orderer, *consortium.hospitals)]
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    table = Table(title=f"CareFed ledger ({backend.value}) in {state_dir}", show_header=False)
+    table.add_row("height (blocks)", str(facts["height"]))
+    for name, value in facts.items():
+        if name not in ("backend", "state_dir", "height"):
+            table.add_row(name, ", ".join(value) if isinstance(value, list) else str(value))
+    console.print(table)
 
 
 @ledger_app.command("verify")
-def verify(state_dir: StateDir = DEFAULT_STATE_DIR, backend: Backend = "embedded", org: Org = "consortium") -> None:
+def verify(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = LedgerBackend.embedded,
+    org: Org = "consortium",
+    as_json: AsJson = False,
+) -> None:
     """Re-check every block, signature and transaction and the world state; name the first bad block and tx."""
-    with _open(state_dir, backend, org) as ledger:
-        report = ledger.verify()
+    from dataclasses import asdict
+
+    with _open(state_dir, backend, org) as ledger, Progress(console=errors, transient=True, disable=as_json) as bar:
+        task = bar.add_task("verifying blocks", total=None)
+        report = ledger.verify(lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        typer.echo(json.dumps({**asdict(report), "summary": report.describe()}, indent=2))
+        if not report.ok:
+            raise typer.Exit(code=1)
+        return
     if not report.ok:
         _fail(report.describe())
     console.print(f"[green]ok[/green] {report.describe()}", highlight=False)
@@ -101,14 +122,12 @@ def history(
     org: Org = "consortium",
 ) -> None:
     """Every committed version of one state key (embedded backend), oldest first."""
-    import json
-
-    from fabric_network.embedded import EmbeddedLedger, composite_key
+    from fabric_network.embedded.ledger import EmbeddedLedger, composite_key
 
     parts = [p for p in key.split("/") if p]
     if not parts:
         _fail("KEY: give the key as type/attr/…, e.g. consent/<pseudonym>/HRESCH")
-    with _open(state_dir, "embedded", org) as ledger:
+    with _open(state_dir, LedgerBackend.embedded, org) as ledger:
         assert isinstance(ledger, EmbeddedLedger)
         versions = ledger.key_history(composite_key(parts[0], parts[1:]))
     if not versions:
@@ -125,14 +144,13 @@ def history(
 @ledger_app.command("events")
 def events(
     state_dir: StateDir = DEFAULT_STATE_DIR,
-    backend: Backend = "embedded",
+    backend: Backend = LedgerBackend.embedded,
     org: Org = "consortium",
     from_block: Annotated[int, typer.Option("--from-block", min=0, help="First block to read.")] = 0,
     follow: Annotated[bool, typer.Option("--follow", help="Keep waiting for new blocks (Ctrl-C stops).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Contract events from a block on, in commit order."""
-    import json
     from dataclasses import asdict
 
     with _open(state_dir, backend, org) as ledger:

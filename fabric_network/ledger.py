@@ -22,12 +22,13 @@ import importlib
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHANNEL_NAME = "carefed"
@@ -80,6 +81,10 @@ class LedgerEvent:
     creator_msp: str
     name: str
     payload: dict[str, Any]
+
+
+#: called as progress(blocks_checked, blocks_total) while a ledger verifies its chain.
+VerifyProgress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -182,8 +187,9 @@ class Ledger(ABC):
         """The number of the block holding a committed transaction; :class:`LedgerError` if unknown."""
 
     @abstractmethod
-    def verify(self) -> VerifyReport:
-        """Re-check the chain (hashes, signatures, state) and report the first bad block and transaction."""
+    def verify(self, progress: VerifyProgress | None = None) -> VerifyReport:
+        """Re-check the chain (hashes, signatures, state) and report the first bad block and transaction;
+        ``progress(blocks_checked, blocks_total)`` is called as it goes (a progress bar's feed)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -207,11 +213,14 @@ class LedgerSettings(BaseSettings):
     backends need them.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CAREFED_LEDGER_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="CAREFED_LEDGER_", extra="forbid", populate_by_name=True)
 
     backend: Literal["embedded", "fabric"] = "embedded"
-    state_dir: Path = Path(".carefed")
-    org: str = "consortium"
+    # CAREFED_STATE_DIR and CAREFED_ORG are the names every `carefed` command reads (docs/configuration.md).
+    state_dir: Path = Field(
+        default=Path(".carefed"), validation_alias=AliasChoices("CAREFED_LEDGER_STATE_DIR", "CAREFED_STATE_DIR")
+    )
+    org: str = Field(default="consortium", validation_alias=AliasChoices("CAREFED_LEDGER_ORG", "CAREFED_ORG"))
     role: Literal["client", "admin", "node"] = "client"
     channel: str = CHANNEL_NAME
     chaincode: str = "carefed"
@@ -221,8 +230,8 @@ class LedgerSettings(BaseSettings):
 #: backend name → "module:callable" taking LedgerSettings and returning a Ledger. Imported only when chosen,
 #: so the embedded default never loads gRPC clients and a Fabric deployment never opens SQLite.
 BACKENDS: dict[str, str] = {
-    "embedded": "fabric_network.embedded:open_embedded_ledger",
-    "fabric": "fabric_network.fabric_ledger:open_fabric_ledger",
+    "embedded": "fabric_network.embedded.ledger:open_embedded_ledger",
+    "fabric": "fabric_network.fabric.ledger:open_fabric_ledger",
 }
 
 

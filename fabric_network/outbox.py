@@ -366,6 +366,14 @@ class Outbox:
             row = self._db.execute("SELECT COUNT(*) FROM outbox WHERE status = ?", (status,)).fetchone()
         return int(row[0])
 
+    def backlog(self) -> tuple[int, float]:
+        """Pending entries and the age in seconds of the oldest (0.0 when none): what a monitor alerts on."""
+        with self._db_lock:
+            count, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(enqueued_at) FROM outbox WHERE status = 'pending'"
+            ).fetchone()
+        return int(count), (time.time() - float(oldest)) if oldest is not None else 0.0
+
     def entries(self, status: str | None = None) -> list[QueuedCall]:
         """Stored entries, oldest first, optionally of one status (e.g. ``rejected`` for an operator)."""
         sql = f"SELECT {COLUMNS} FROM outbox"

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from carefed.options import DEFAULT_STATE_DIR, AsJson, StateDir, read_mrn
+
 node_app = typer.Typer(help="Set up, check and run a hospital node.", no_args_is_help=True)
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory.")]
 Hospital = Annotated[str, typer.Option("--hospital", help="The hospital's org name, e.g. hospital-a.")]
 
 
@@ -44,14 +46,16 @@ def _write_supernode_auth_key(keys_dir: Path) -> Path:
 @node_app.command("init")
 def init(
     hospital: Hospital,
-    data: Annotated[Path, typer.Option("--data", help="Training data: CSV or FHIR R4 Bundle (.json).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Training data: CSV, FHIR R4 Bundle (.json), NDJSON, or a directory.")
+    ],
     schema: Annotated[Path, typer.Option("--schema", help="Schema TOML (mrn_column, label_column, [[features]]).")],
     eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Held-out data to evaluate models.")] = None,
     drop_bad_rows: Annotated[bool, typer.Option(help="Train without invalid rows instead of refusing.")] = False,
     superlink: Annotated[str, typer.Option(help="SuperLink address host:port.")] = "127.0.0.1:8000",
     root_certificates: Annotated[Path | None, typer.Option(help="Consortium CA certificate (TLS).")] = None,
     insecure: Annotated[bool, typer.Option(help="Connect without TLS (local experiments only).")] = False,
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
     """Create the node's configuration file, key directory, SuperNode key pair and pseudonym table."""
     from fabric_network.identities import IdentityError, hospital_names
@@ -97,26 +101,55 @@ class _Check:
     fix: str = ""
 
 
-def _validate_only(data: Path, schema_path: Path, drop_bad_rows: bool) -> None:
-    """`node check --data --schema`: one line per problem, non-zero exit when any row is bad."""
+def _validate_only(data: Path, schema_path: Path, drop_bad_rows: bool, as_json: bool) -> None:
+    """`node check --data --schema`: one line per problem, the FHIR cohort funnel; non-zero exit when any is bad."""
     from hospital_node.data import DataSchema, SchemaError, load_records
+    from hospital_node.fhir_input import FhirInputError
 
     try:
         report = load_records(data, DataSchema.from_toml(schema_path))
-    except (SchemaError, FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (SchemaError, FhirInputError, FileNotFoundError, ValueError) as exc:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": str(exc)}))
+        else:
+            typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from exc
+    # Any problem fails the check (with --drop-bad-rows it also says how many records training would drop).
+    refused = bool(report.problems) or not report.records
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": not refused,
+                    "source": str(data),
+                    "records": report.total_records,
+                    "usable_records": len(report.records),
+                    "problems": [str(p) for p in report.problems],
+                    "ehr": report.ehr.to_json() if report.ehr is not None else None,
+                },
+                indent=2,
+            )
+        )
+        if refused:
+            raise typer.Exit(code=1)
+        return
+    if report.ehr is not None:
+        from hospital_node.check_report import print_summary
+
+        print_summary(Console(soft_wrap=True), report.ehr)
     for problem in report.problems:
         typer.echo(f"{data}: {problem}")
-    good = report.total_records - report.bad_records
     if report.problems:
         action = f"would drop {report.bad_records}" if drop_bad_rows and not report.file_problems else "trains nothing"
         typer.echo(
             f"{len(report.problems)} problem(s) in {report.bad_records} of {report.total_records} records; {action}",
             err=True,
         )
+    if not report.records:
+        typer.echo("no valid record left to train on", err=True)
+    if refused:
         raise typer.Exit(code=1)
-    typer.echo(f"OK: {good} valid records")
+    typer.echo(f"OK: {len(report.records)} valid records")
 
 
 def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
@@ -142,7 +175,7 @@ def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
                 continue
             report = load_records(path, schema)
             fix = f"carefed node check --data {path} --schema {node.schema_path}"
-            detail = f"{report.total_records - report.bad_records} valid of {report.total_records}"
+            detail = f"{len(report.records)} valid of {report.total_records}"
             if report.problems:
                 detail += f"; {len(report.problems)} problem(s)" + (" (dropped)" if node.drop_bad_rows else "")
             checks.append(_Check(label, not report.file_problems and (node.drop_bad_rows or report.ok), detail, fix))
@@ -194,20 +227,26 @@ def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
 @node_app.command("check")
 def check(
     hospital: Annotated[str | None, typer.Option("--hospital", help="Preflight this node.")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Validate this data file alone.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Validate this data (file or directory) alone.")] = None,
     schema: Annotated[Path | None, typer.Option("--schema", help="Schema for --data.")] = None,
     drop_bad_rows: Annotated[bool, typer.Option(help="Report how many rows would be dropped.")] = False,
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: AsJson = False,
 ) -> None:
     """Preflight a node (table of pass/fail with fixes), or with --data/--schema validate a data file alone."""
     if data is not None or schema is not None:
         if data is None or schema is None:
             raise typer.BadParameter("give both --data and --schema", param_hint="--data/--schema")
-        _validate_only(data, schema, drop_bad_rows)
+        _validate_only(data, schema, drop_bad_rows, as_json)
         return
     if hospital is None:
         raise typer.BadParameter("give --hospital (preflight) or --data and --schema", param_hint="--hospital")
     checks = _preflight(hospital, state_dir)
+    if as_json:
+        typer.echo(json.dumps([asdict(item) for item in checks], indent=2))
+        if not all(item.ok for item in checks):
+            raise typer.Exit(code=1)
+        return
     table = Table(title=f"Preflight of {hospital}")
     for column in ("check", "result", "detail", "fix"):
         table.add_column(column)
@@ -219,13 +258,15 @@ def check(
 
 
 @node_app.command("start")
-def start(hospital: Hospital, state_dir: StateDir = Path(".carefed")) -> None:
+def start(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Start the node's worker and its SuperNode (connecting out to the SuperLink); run until Ctrl-C."""
     import sys
     import time
 
+    from carefed import __version__
     from consortium.runtime import FlowerRuntime
     from hospital_node.config import NodeConfig
+    from hospital_node.heartbeat import Heartbeat
 
     node = NodeConfig.load(_node_dir(state_dir, hospital))
     with FlowerRuntime(node.node_dir / "flwr") as runtime:
@@ -237,56 +278,134 @@ def start(hospital: Hospital, state_dir: StateDir = Path(".carefed")) -> None:
             root_certificates=None if node.insecure else node.root_certificates,
         )
         typer.echo(f"{hospital}: SuperNode → {node.superlink}; logs in {runtime.home / 'logs'}")
+        heartbeat = Heartbeat.from_environment(__version__)  # the service's nodes page; None without a service
+        if heartbeat is not None:
+            heartbeat.start("idle")
         try:
             while worker.poll() is None and runtime.supernodes[hospital].poll() is None:
                 time.sleep(1)
             typer.echo("a node process exited; see the logs", err=True)
+            if heartbeat is not None:
+                heartbeat.stop("failed")
             raise typer.Exit(code=1)
         except KeyboardInterrupt:
             typer.echo("stopping")
+            if heartbeat is not None:
+                heartbeat.stop("stopped")
+
+
+RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id of the proposal on the ledger.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Vote without asking for confirmation.")]
+
+
+def _vote(run_id: str, hospital: str, state_dir: Path, decision: str, yes: bool) -> None:
+    """Show the run proposal, ask, and cast this hospital's vote with its own ledger identity."""
+    from fabric_network.ledger import LedgerError, open_ledger
+    from hospital_node.config import NodeConfig
+    from hospital_node.governance import NotApproved, read_run, summary, vote
+
+    node = NodeConfig.load(_node_dir(state_dir, hospital))
+    console = Console()
+    with open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=hospital) as ledger:
+        try:
+            run = read_run(ledger, run_id)
+        except NotApproved as exc:
+            raise typer.BadParameter(str(exc), param_hint="RUN") from None
+        table = Table(title=f"Run proposal {run_id}", show_header=False)
+        for label, value in summary(run):
+            table.add_row(label, value)
+        console.print(table)
+        if not yes and not typer.confirm(f"{decision} run {run_id} as {ledger.msp_id}?"):
+            raise typer.Exit(code=1)
+        try:
+            result = vote(ledger, run_id, decision)
+        except LedgerError as exc:
+            typer.echo(f"vote refused: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+    counted = result["approval"]
+    console.print(
+        f"{ledger.msp_id} voted {decision}: {len(counted['approved'])} of {len(run['hospitals'])} approved "
+        f"({counted['needed']} needed); "
+        + ("the run may start" if counted["majority"] else "the run may not start yet"),
+        soft_wrap=True,
+    )
+
+
+@node_app.command("approve")
+def approve(run_id: RunId, hospital: Hospital, state_dir: StateDir = Path(".carefed"), yes: Yes = False) -> None:
+    """Approve a proposed training run for this hospital (shows the proposal first)."""
+    _vote(run_id, hospital, state_dir, "approve", yes)
+
+
+@node_app.command("reject")
+def reject(run_id: RunId, hospital: Hospital, state_dir: StateDir = Path(".carefed"), yes: Yes = False) -> None:
+    """Reject a proposed training run: this hospital's node will not train in it, whatever the majority decides."""
+    _vote(run_id, hospital, state_dir, "reject", yes)
 
 
 @node_app.command("status")
-def status(hospital: Hospital, state_dir: StateDir = Path(".carefed")) -> None:
+def status(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
     """The node's configuration, pseudonym table, worker, privacy budget and runs it trained in."""
-    import json
-
     from fabric_network.ledger import LedgerError, open_ledger
     from hospital_node.config import NodeConfig
     from hospital_node.pseudonyms import PseudonymTable
     from hospital_node.worker import socket_path
 
     node = NodeConfig.load(_node_dir(state_dir, hospital))
-    table = Table(title=f"Node {hospital}", show_header=False)
-    table.add_row("config", str(node.node_dir / "node.toml"))
-    table.add_row("data", str(node.data))
-    table.add_row("SuperLink", node.superlink + (" (insecure)" if node.insecure else " (TLS)"))
     with PseudonymTable(node.pseudonym_table) as pseudonyms:
-        table.add_row("pseudonyms", f"{len(pseudonyms)} patients")
-    table.add_row("worker", "running" if socket_path(node.node_dir).exists() else "not running")
+        patients = len(pseudonyms)
+    facts: dict[str, Any] = {
+        "config": str(node.node_dir / "node.toml"),
+        "data": str(node.data),
+        "superlink": node.superlink,
+        "tls": not node.insecure,
+        "pseudonyms": patients,
+        "worker_running": socket_path(node.node_dir).exists(),
+        "purpose": node.purpose,
+    }
+    runs: dict[str, dict[str, Any]] = {}
     try:
         with open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=hospital) as ledger:
-            budget = ledger.evaluate("PrivacyBudgetContract:read_budget", ledger.msp_id, node.purpose)
-        table.add_row("privacy budget", f"ε spent {budget['spent']:.3f} of {budget['limit']:.3f} ({node.purpose})")
+            facts["budget"] = ledger.evaluate("PrivacyBudgetContract:read_budget", ledger.msp_id, node.purpose)
+            for charge in ledger.evaluate("PrivacyBudgetContract:list_budget_charges", ledger.msp_id, node.purpose):
+                run = runs.setdefault(charge["run_id"], {"rounds": 0, "epsilon_spent": 0.0})
+                run["rounds"] += 1
+                run["epsilon_spent"] += float(charge["epsilon"])
     except LedgerError as exc:
-        table.add_row("privacy budget", f"unreadable: {exc}")
-    for history in sorted((node.node_dir / "dp").glob("*.json")):
-        record = json.loads(history.read_text(encoding="utf-8"))
-        table.add_row(f"run {history.stem}", f"{len(record['slices'])} rounds, ε {record['epsilon_spent']:.3f}")
+        facts["budget_error"] = str(exc)
+    facts["runs"] = runs  # from the hospital's own charges on the ledger
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2, default=str))
+        return
+    table = Table(title=f"Node {hospital}", show_header=False)
+    table.add_row("config", facts["config"])
+    table.add_row("data", facts["data"])
+    table.add_row("SuperLink", node.superlink + (" (TLS)" if facts["tls"] else " (insecure)"))
+    table.add_row("pseudonyms", f"{patients} patients")
+    table.add_row("worker", "running" if facts["worker_running"] else "not running")
+    budget = facts.get("budget")
+    table.add_row(
+        "privacy budget",
+        f"ε spent {budget['spent']:.3f} of {budget['limit']:.3f} ({node.purpose})"
+        if budget
+        else f"unreadable: {facts['budget_error']}",
+    )
+    for run, record in facts["runs"].items():
+        table.add_row(f"run {run}", f"{record['rounds']} rounds, ε {record['epsilon_spent']:.3f}")
     Console().print(table)
 
 
 @node_app.command("forget")
-def forget(
-    mrn: Annotated[str, typer.Argument(help="The patient's MRN at this hospital (it never leaves the node).")],
-    hospital: Hospital,
-    state_dir: StateDir = Path(".carefed"),
-) -> None:
-    """GDPR Art. 17: record the erasure on the ledger (pseudonym only), then delete the MRN → pseudonym entry."""
+def forget(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """GDPR Art. 17: record the erasure on the ledger (pseudonym only), then delete the MRN → pseudonym entry.
+
+    The MRN is read from stdin (e.g. `carefed node forget --hospital H < mrn.txt`) or a hidden prompt, never
+    from the command line, where shell history and `ps` would keep it.
+    """
     from compliance.erasure import ErasureError, forget_patient
 
     try:
-        erasure = forget_patient(state_dir, hospital, mrn)
+        erasure = forget_patient(state_dir, hospital, read_mrn(hospital))
     except ErasureError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1) from None

@@ -63,9 +63,6 @@ class NodeConfig(BaseSettings):
     def supernode_auth_key(self) -> Path:
         return self.keys_dir / "supernode-auth"
 
-    def dp_history(self, run_id: str) -> Path:
-        return self.node_dir / "dp" / f"{run_id}.json"
-
     @classmethod
     def load(cls, node_dir: Path) -> NodeConfig:
         """Read `node.toml` of a node directory; errors name the field to fix."""

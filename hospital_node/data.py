@@ -15,10 +15,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hospital_node.rules import CohortRule, FeatureRule, IndexRule, LabelRule
+
+if TYPE_CHECKING:
+    from hospital_node.ehr import EhrSummary
 
 RawValue = str | int | float | Decimal | bool | None
 
@@ -27,22 +32,7 @@ class SchemaError(ValueError):
     """The schema TOML is unreadable or declares something impossible; the message names the field."""
 
 
-class FeatureSpec(BaseModel):
-    """One model input: its column name, numeric type, optional unit and plausible range."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    type: Literal["float", "int"] = "float"
-    unit: str | None = None
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _range_is_ordered(self) -> FeatureSpec:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"feature '{self.name}': min {self.min} is greater than max {self.max}")
-        return self
+FeatureSpec = FeatureRule  # one model input; the FHIR extraction fields are ignored for CSV input
 
 
 class DataSchema(BaseModel):
@@ -53,6 +43,9 @@ class DataSchema(BaseModel):
     mrn_column: str = Field(min_length=1)
     label_column: str = Field(min_length=1)
     features: list[FeatureSpec] = Field(min_length=1)
+    index: IndexRule | None = None
+    cohort: CohortRule | None = None
+    label: LabelRule | None = None
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> DataSchema:
@@ -62,9 +55,37 @@ class DataSchema(BaseModel):
             raise ValueError(f"column names must be distinct; repeated: {', '.join(duplicates)}")
         return self
 
+    @model_validator(mode="after")
+    def _dates_are_declared(self) -> DataSchema:
+        if self.index is None:
+            for number, rule in enumerate(self.features):
+                if rule.source == "age" or rule.window_days is not None:
+                    raise ValueError(f"features.{number} ({rule.name}): age and look-back windows need an [index] date")
+            if self.cohort is not None:
+                raise ValueError("cohort: a cohort is judged at the index date; declare [index] date = YYYY-MM-DD")
+            if self.label is not None and self.label.mode == "incident":
+                raise ValueError("label.mode: an incident label needs an [index] date")
+        return self
+
+    @property
+    def label_rule(self) -> LabelRule:
+        """The declared label, or (FHIR without [label]) an Observation coded with the label column's name, 0/1."""
+        if self.label is not None:
+            return self.label
+        return LabelRule(source="observation", codes=[self.label_column], threshold=0.5)
+
     @property
     def feature_names(self) -> list[str]:
-        return [f.name for f in self.features]
+        """The model's columns, in order (a one-hot feature gives one column per category)."""
+        return [column for f in self.features for column in f.columns]
+
+    def column_checks(self) -> list[tuple[str, str, float | None, float | None]]:
+        """(column, type, min, max) of each model column, in `feature_names` order: what validation checks."""
+        return [check for f in self.features for check in f.column_checks()]
+
+    def column_ranges(self) -> list[tuple[float, float]]:
+        """Declared [min, max] of each model column, in `feature_names` order."""
+        return [r for f in self.features for r in f.column_ranges()]
 
     @property
     def columns(self) -> list[str]:
@@ -148,6 +169,7 @@ class ValidationReport:
     file_problems: list[DataProblem] = field(default_factory=list)
     row_problems: list[DataProblem] = field(default_factory=list)
     bad_records: int = 0
+    ehr: EhrSummary | None = None  # FHIR input: the cohort funnel, coverage and leakage (`node check`)
 
     @property
     def problems(self) -> list[DataProblem]:
@@ -233,21 +255,21 @@ class _RecordCollector:
         if isinstance(label, str):
             problems.append(DataProblem(at(self.schema.label_column), self.schema.label_column, label))
         row: list[float] = []
-        for spec in self.schema.features:
-            number = _parse_number(values.get(spec.name))
+        for column, kind, low, high in self.schema.column_checks():
+            number = _parse_number(values.get(column))
             reason: str | None = None
             if number is None:
                 reason = "missing value"
             elif isinstance(number, str):
                 reason = number
-            elif spec.type == "int" and not number.is_integer():
+            elif kind == "int" and not number.is_integer():
                 reason = f"expected an integer, got {number}"
-            elif spec.min is not None and number < spec.min:
-                reason = f"value {number} below the declared minimum {spec.min}"
-            elif spec.max is not None and number > spec.max:
-                reason = f"value {number} above the declared maximum {spec.max}"
+            elif low is not None and number < low:
+                reason = f"value {number} below the declared minimum {low}"
+            elif high is not None and number > high:
+                reason = f"value {number} above the declared maximum {high}"
             if reason is not None:
-                problems.append(DataProblem(at(spec.name), spec.name, reason))
+                problems.append(DataProblem(at(column), column, reason))
             else:
                 row.append(float(number))  # type: ignore[arg-type]
         if problems:
@@ -259,7 +281,7 @@ class _RecordCollector:
         self.labels.append(float(label))
 
     def report(self, source: str, file_problems: list[DataProblem]) -> ValidationReport:
-        width = len(self.schema.features)
+        width = len(self.schema.feature_names)
         return ValidationReport(
             source=source,
             records=PatientRecords(
@@ -285,6 +307,8 @@ def load_csv(path: Path, schema: DataSchema) -> ValidationReport:
         if header is None:
             return collector.report(str(path), [DataProblem("line 1", "*", "empty file: no header line")])
         header = [h.strip() for h in header]
+        if len(header) == 1 and len(schema.columns) > 1:
+            return collector.report(str(path), [_one_column_header(header[0], len(schema.columns))])
         for name in header:
             if name not in schema.columns:
                 file_problems.append(
@@ -305,129 +329,33 @@ def load_csv(path: Path, schema: DataSchema) -> ValidationReport:
                 )
                 continue
             collector.add(where, dict(zip(header, fields, strict=True)))
+    if collector.total == 0:
+        file_problems.append(DataProblem("line 2", "*", "no records after the header: nothing to train on"))
     return collector.report(str(path), file_problems)
 
 
-def _observation_value(observation: object) -> tuple[RawValue, str | None]:
-    """The value of an Observation and its unit, whatever value[x] it uses."""
-    quantity = getattr(observation, "valueQuantity", None)
-    if quantity is not None:
-        return quantity.value, quantity.unit or quantity.code
-    for attr in ("valueInteger", "valueBoolean", "valueString"):
-        value = getattr(observation, attr, None)
-        if value is not None:
-            return value, None
-    return None, None
-
-
-def _patient_mrn(patient: object) -> str | None:
-    """The identifier typed MR (HL7 v2-0203), else the patient's first identifier."""
-    identifiers = getattr(patient, "identifier", None) or []
-    for ident in identifiers:
-        codings = ident.type.coding if ident.type is not None and ident.type.coding else []
-        if any(c.code == "MR" for c in codings):
-            return str(ident.value) if ident.value is not None else None
-    return str(identifiers[0].value) if identifiers and identifiers[0].value is not None else None
-
-
-def _observation_column(observation: object) -> str | None:
-    code = getattr(observation, "code", None)
-    if code is None:
-        return None
-    for coding in code.coding or []:
-        if coding.code:
-            return str(coding.code)
-    return str(code.text) if code.text else None
-
-
-def load_fhir_bundle(path: Path, schema: DataSchema) -> ValidationReport:
-    """Read a FHIR R4 Bundle of Patient and Observation resources (parsed and checked by `fhir.resources`).
-
-    An Observation's code (first coding's code, else its text) names the schema column it fills; its subject
-    references the Patient, whose MR identifier is the MRN. Problems name the offending resource.
-    """
-    from fhir.resources.bundle import Bundle
-
-    collector = _RecordCollector(schema)
-    source = str(path)
-    try:
-        bundle = Bundle.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as exc:
-        problems = [
-            DataProblem(".".join(str(p) for p in err["loc"]) or "bundle", "*", err["msg"]) for err in exc.errors()
-        ]
-        return collector.report(source, problems)
-    patients: dict[str, dict[str, RawValue]] = {}
-    origins: dict[str, dict[str, str]] = {}
-    row_problems: list[DataProblem] = []
-    bad_patients: set[str] = set()
-    observations: list[Any] = []
-    for entry in bundle.entry or []:
-        resource: Any = entry.resource
-        if resource is None:
-            continue
-        kind = resource.get_resource_type()
-        if kind == "Patient":
-            pid = f"Patient/{resource.id}"
-            patients[pid] = {schema.mrn_column: _patient_mrn(resource)}
-            origins[pid] = {}
-        elif kind == "Observation":
-            observations.append(resource)
-        else:
-            row_problems.append(DataProblem(f"{kind}/{resource.id}", "*", f"unsupported resource type {kind}"))
-    for obs in observations:
-        where = f"Observation/{obs.id}"
-        column = _observation_column(obs)
-        subject = obs.subject.reference if obs.subject is not None else None
-        if subject not in patients:
-            row_problems.append(
-                DataProblem(where, column or "*", f"subject {subject!r} is not a Patient in the bundle")
-            )
-            continue
-        if column is None or column not in schema.columns or column == schema.mrn_column:
-            row_problems.append(
-                DataProblem(where, column or "*", "unknown column: the Observation's code is not in the schema")
-            )
-            bad_patients.add(subject)
-            continue
-        if column in patients[subject]:
-            row_problems.append(
-                DataProblem(where, column, f"second value for the same patient (first in {origins[subject][column]})")
-            )
-            bad_patients.add(subject)
-            continue
-        value, unit = _observation_value(obs)
-        spec = next((f for f in schema.features if f.name == column), None)
-        if spec is not None and spec.unit is not None and unit is not None and unit != spec.unit:
-            row_problems.append(DataProblem(where, column, f"unit {unit!r} but the schema declares {spec.unit!r}"))
-            bad_patients.add(subject)
-            continue
-        patients[subject][column] = value
-        origins[subject][column] = where
-    for pid, values in patients.items():
-        before = len(collector.problems)
-        located = origins[pid]
-
-        def locate(column: str, pid: str = pid, located: dict[str, str] = located) -> str:
-            return located.get(column, pid)
-
-        collector.add(pid, values, locate=locate)
-        if pid in bad_patients and len(collector.problems) == before:
-            # Its record looked complete, but one of its Observations was rejected above: drop it too.
-            collector.mrns.pop()
-            collector.rows.pop()
-            collector.labels.pop()
-            collector.bad_records += 1
-    collector.problems = row_problems + collector.problems
-    return collector.report(source, [])
+def _one_column_header(header: str, expected: int) -> DataProblem:
+    """A header read as one column where the schema has several: name the separator the file seems to use."""
+    found = [name for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")) if sep in header]
+    looks = f"the file looks {found[0]}-separated; save it comma-separated" if found else "check the separator"
+    return DataProblem(
+        "line 1", "*", f"the header has one column but the schema declares {expected}: {looks} (RFC 4180 CSV)"
+    )
 
 
 def load_records(path: Path, schema: DataSchema) -> ValidationReport:
-    """Dispatch on the file type: `.csv` or a FHIR Bundle in `.json`."""
+    """Dispatch on the input: `.csv`, or FHIR R4 (a Bundle `.json`, NDJSON, or a directory of either)."""
+    from hospital_node.fhir_input import is_fhir_path
+
     if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
+        raise FileNotFoundError(f"data {path} does not exist")
     if path.suffix.lower() == ".csv":
         return load_csv(path, schema)
-    if path.suffix.lower() == ".json":
-        return load_fhir_bundle(path, schema)
-    raise ValueError(f"data file {path}: unsupported type {path.suffix!r}; use .csv or a FHIR Bundle .json")
+    if is_fhir_path(path):
+        from hospital_node.ehr import load_fhir
+
+        return load_fhir(path, schema)
+    raise ValueError(
+        f"data {path}: unsupported type {path.suffix!r}; use .csv, a FHIR Bundle .json, Bulk Data .ndjson(.gz) "
+        "or a directory of them"
+    )

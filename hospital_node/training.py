@@ -1,6 +1,6 @@
 """One hospital's part of a training round, independent of Flower so it can be reasoned about and tested alone.
 
-Order matters and follows DESIGN.md's data flow: decrypt the previous global model and check its hash; read the
+Order matters and follows docs/design.md's data flow: decrypt the previous global model and check its hash; read the
 data and validate it; select the consented patients (fail closed) and commit their snapshot; plan the round's
 DP noise and ε; charge the ε on the ledger *before* the first step (a refused charge trains nothing); train
 with DP-SGD; encrypt the sample-weighted update. The reply carries only ciphertext, hashes, ε and timings.
@@ -21,7 +21,8 @@ from fabric_network.ledger import Ledger, LedgerError, open_ledger
 from hospital_node.config import NodeConfig
 from hospital_node.consent import ConsentUnavailable, select_consented
 from hospital_node.data import DataSchema, InvalidDataError, PatientRecords, SchemaError, load_records
-from hospital_node.dp_rounds import RunNoiseHistory, plan_round
+from hospital_node.dp_rounds import accountant_of_charges, mechanism_of, plan_round
+from hospital_node.governance import NotApproved, require_approved
 from hospital_node.pseudonyms import PseudonymTable
 
 STATUS_OK = "ok"
@@ -175,18 +176,19 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
 
     started = time.perf_counter()
     reply: dict[str, Any] = {"hospital": node.hospital}
-    model = request.spec.build()
-    previous = decode_global_model(node, request)
-    if previous is not None:
-        reply.update(evaluate_global(node, request, previous, request.round - 1))
-        load_parameters(model, previous)
-    records = load_training_records(node, node.data, request.spec)
     try:
         ledger = open_node_ledger(node)
     except (LedgerError, OSError, ValueError) as exc:
         raise RoundDeclined(f"ledger unreachable ({exc}); consent state unknown, not training (fail closed)") from exc
     with ledger, PseudonymTable(node.pseudonym_table) as table:
         reply["msp-id"] = ledger.msp_id
+        _require_approved(ledger, request)
+        model = request.spec.build()
+        previous = decode_global_model(node, request)
+        if previous is not None:
+            reply.update(evaluate_global(node, request, previous, request.round - 1))
+            load_parameters(model, previous)
+        records = load_training_records(node, node.data, request.spec)
         try:
             selection = select_consented(
                 records, table, ledger, request.purpose, f"{request.run_id}/{request.round}/{node.hospital}"
@@ -202,41 +204,94 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
             learning_rate=request.learning_rate,
         )
         cohort = selection.records
-        history_path = node.dp_history(request.run_id)
+        accountant = accountant_of_charges(_run_charges(ledger, request))
         try:
             rounds_left = request.rounds - request.round + 1
-            plan, history = plan_round(config, len(cohort), rounds_left, RunNoiseHistory.load(history_path))
+            plan, accountant = plan_round(config, len(cohort), rounds_left, accountant)
             trainer = PrivateTrainer(model, request.spec.scale(cohort.features), cohort.labels, config, plan=plan)
         except (PrivacyConfigError, TrainingDataError) as exc:
             raise RoundDeclined(f"cannot train under DP: {exc}") from exc
-        budget = _charge_budget(ledger, node, request, plan.epsilon)
+        budget, charge_tx_id = _charge_budget(
+            ledger, node, request, plan.epsilon, mechanism_of(plan, request.max_grad_norm)
+        )
         try:
             result, _ = trainer.train(budget)
         except BudgetExceededError as exc:  # the ledger agreed a moment ago; only a concurrent charge gets here
             raise RoundDeclined(str(exc)) from exc
-        history.record(plan)
-        history.save(history_path)
-    train_s = time.perf_counter() - started
-    vector = parameters_to_vector(model)
-    encrypt_started = time.perf_counter()
-    payload = encode_update(node, request, vector, len(cohort))
+        accountant.step(plan.noise_multiplier, plan.sample_rate, plan.steps)
+        train_s = time.perf_counter() - started
+        vector = parameters_to_vector(model)
+        encrypt_started = time.perf_counter()
+        payload = encode_update(node, request, vector, len(cohort))
+        update_sha256 = hashlib.sha256(payload).hexdigest()
+        encrypt_s = time.perf_counter() - encrypt_started
+        _vouch_for_update(ledger, node, request, selection, update_sha256, charge_tx_id, reply.get("auc"))
     reply.update(
         {
             "status": STATUS_OK,
             "update": payload,
-            "update-sha256": hashlib.sha256(payload).hexdigest(),
+            "update-sha256": update_sha256,
             "consent-snapshot-id": selection.snapshot_id,
             "consent-snapshot-root": selection.snapshot_root,
             "consent-excluded": selection.excluded,
+            "num-examples": len(cohort),
             "epsilon-round": plan.epsilon,
-            "epsilon-run": history.epsilon_spent,
+            "epsilon-run": accountant.epsilon(plan.delta),
             "noise-multiplier": plan.noise_multiplier,
             "train-loss": result.mean_loss,
             "train-s": train_s,
-            "encrypt-s": time.perf_counter() - encrypt_started,
+            "encrypt-s": encrypt_s,
         }
     )
     return reply
+
+
+def _require_approved(ledger: Ledger, request: RoundRequest) -> None:
+    """Train only in a started run this hospital approved, on the approved terms (permanent refusal otherwise)."""
+    expected = {
+        "purpose": request.purpose,
+        "epsilon": request.epsilon,
+        "delta": request.delta,
+        "rounds": request.rounds,
+    }
+    try:
+        require_approved(ledger, request.run_id, expected)
+    except NotApproved as exc:
+        raise RoundDeclined(str(exc), permanent=True) from exc
+
+
+def _vouch_for_update(
+    ledger: Ledger,
+    node: NodeConfig,
+    request: RoundRequest,
+    selection: Any,
+    update_sha256: str,
+    charge_tx_id: str,
+    auc: float | None,
+) -> None:
+    """Record the update's hash, consent snapshot and ε charge on the ledger as this hospital, before sending it.
+
+    `auc` is the previous global model's AUC on the hospital's own held-out data, which the hospital reports to
+    the aggregator anyway; on the ledger it feeds the contributor credit.
+    """
+    update: dict[str, Any] = {
+        "round": request.round,
+        "update_sha256": update_sha256,
+        "consent_snapshot_id": selection.snapshot_id,
+        "consent_snapshot_root": selection.snapshot_root,
+        "charge_tx_id": charge_tx_id,
+    }
+    if auc is not None:
+        update["metrics"] = {"global_auc": auc}
+    try:
+        ledger.submit(
+            "LineageContract:record_update",
+            request.run_id,
+            update,
+            idempotency_key=f"update:{request.run_id}:{request.round}:{node.hospital}",
+        )
+    except LedgerError as exc:
+        raise RoundDeclined(f"could not record the update on the ledger ({exc}); not sending it") from exc
 
 
 def train_round_reply(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
@@ -260,11 +315,24 @@ def evaluate_final(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
     return {**fields, "hospital": node.hospital, "artifact": artifact.to_bytes()}
 
 
-def _charge_budget(ledger: Ledger, node: NodeConfig, request: RoundRequest, epsilon: float) -> Any:
-    """Charge the round's ε on the ledger before training; the ledger's refusal is the hospital's stop signal.
+def _run_charges(ledger: Ledger, request: RoundRequest) -> list[dict[str, Any]]:
+    """This hospital's earlier charges of the run: the history its accountant continues (fail closed)."""
+    try:
+        charges = ledger.evaluate("PrivacyBudgetContract:list_budget_charges", ledger.msp_id, request.purpose)
+    except LedgerError as exc:
+        raise RoundDeclined(f"privacy charges unreadable on the ledger ({exc}); not training (fail closed)") from exc
+    return [c for c in charges if c["run_id"] == request.run_id and c["round"] < request.round]
 
-    Returns the `privacy.budget.PrivacyBudget` as it was before the charge, so the trainer's own check agrees.
+
+def _charge_budget(
+    ledger: Ledger, node: NodeConfig, request: RoundRequest, epsilon: float, mechanism: dict[str, Any]
+) -> tuple[Any, str]:
+    """Charge the round's ε and its mechanism on the ledger before training; a refusal is the hospital's stop signal.
+
+    Returns the `privacy.budget.PrivacyBudget` as it was before the charge (so the trainer's own check agrees)
+    and the charge's transaction id (the update record references it).
     """
+    from privacy.accountant import fits_budget
     from privacy.budget import PrivacyBudget
 
     try:
@@ -272,7 +340,7 @@ def _charge_budget(ledger: Ledger, node: NodeConfig, request: RoundRequest, epsi
     except LedgerError as exc:
         raise RoundDeclined(f"privacy budget unreadable on the ledger ({exc}); not training (fail closed)") from exc
     budget = PrivacyBudget(node.hospital, float(state["limit"]), float(state["spent"]))
-    if epsilon > budget.epsilon_remaining + 1e-9:
+    if not fits_budget(budget.epsilon_spent, epsilon, budget.epsilon_limit):
         raise RoundDeclined(
             f"privacy budget exhausted for {node.hospital} ({request.purpose}): spent ε={budget.epsilon_spent:.3f} "
             f"of limit {budget.epsilon_limit:.3f}, this round needs ε={epsilon:.3f}; stopping (raise the limit "
@@ -280,14 +348,15 @@ def _charge_budget(ledger: Ledger, node: NodeConfig, request: RoundRequest, epsi
             permanent=True,
         )
     try:
-        ledger.submit(
+        charged = ledger.submit(
             "PrivacyBudgetContract:charge_budget",
             request.purpose,
             repr(epsilon),
             request.run_id,
             str(request.round),
+            mechanism,
             idempotency_key=f"budget:{request.run_id}:{request.round}:{node.hospital}",
         )
     except LedgerError as exc:
         raise RoundDeclined(f"privacy budget charge refused by the ledger: {exc}") from exc
-    return budget
+    return budget, charged.tx_id

@@ -10,7 +10,8 @@ whatever the runs' mechanisms were; a tighter accountant across runs would need 
 API
 ---
 - `PrivacyBudget(hospital, epsilon_limit, epsilon_spent=0.0, delta_spent=0.0, runs=0)` (frozen).
-- `budget.ensure_affordable(epsilon_requested)` raises `BudgetExceededError` naming the hospital, the ε spent,
+- `budget.ensure_affordable(epsilon_requested)` applies CareFed's one budget rule (`privacy.accountant.fits_budget`,
+  the rule the ledger contract applies too) and raises `BudgetExceededError` naming the hospital, the ε spent,
   the ε requested and the limit. Call it with the ε a run *will* spend (`privacy.dp.plan_training`) before the
   first step; `privacy.dp.PrivateTrainer.train` does.
 - `budget.charge(epsilon, delta)` returns the new budget (after the same check).
@@ -23,8 +24,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-# Accountants round; a run planned to spend exactly the remaining ε must not be refused for a 1e-15 overshoot.
-_EPSILON_SLACK = 1e-9
+from privacy.accountant import fits_budget
 
 
 class BudgetExceededError(RuntimeError):
@@ -78,7 +78,7 @@ class PrivacyBudget:
     def ensure_affordable(self, epsilon_requested: float) -> None:
         """Raise `BudgetExceededError` if spending `epsilon_requested` more would pass the limit."""
         check_finite_number("epsilon_requested", epsilon_requested)
-        if self.epsilon_spent + epsilon_requested > self.epsilon_limit + _EPSILON_SLACK:
+        if not fits_budget(self.epsilon_spent, epsilon_requested, self.epsilon_limit):
             raise BudgetExceededError(self.hospital, self.epsilon_spent, epsilon_requested, self.epsilon_limit)
 
     def charge(self, epsilon: float, delta: float) -> PrivacyBudget:

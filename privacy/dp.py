@@ -22,7 +22,10 @@ API
   `budget.ensure_affordable(plan.epsilon)` (raising `privacy.budget.BudgetExceededError` before any step), then
   trains and returns `(TrainingResult, charged_budget)`. The model passed in is trained in place and is left
   free of Opacus hooks, so it can be read with `privacy.model.parameters_to_vector` and reused next round.
-- `TrainingResult`: ε and δ spent, noise multiplier, steps, mean loss and `epoch_seconds` (for round timings).
+- `TrainingResult`: ε and δ spent, noise multiplier, steps, mean loss, `epoch_seconds` (for round timings) and
+  `epoch_cpu_seconds` (this process's CPU time per epoch: a cost that other load on the machine does not inflate).
+- Accountant "rdp" is `privacy.accountant` (numpy only, the one the ledger recomputes charges with); "prv" is
+  Opacus' PRV accountant.
 - Labels are 0/1; the model returns one logit per row (`privacy.model.demo_mlp`). Small models train fastest
   with `torch.set_num_threads(1)` (docs/privacy.md has the measurements).
 
@@ -49,16 +52,13 @@ from opacus.accountants.utils import create_accountant, get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from privacy.accountant import calibrate_noise, epsilon_of
 from privacy.budget import PrivacyBudget, check_finite_number
 
 Accountant = Literal["rdp", "prv"]
 GradSampleMode = Literal["hooks", "functorch", "ew", "ghost"]
 ACCOUNTANTS: tuple[Accountant, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[GradSampleMode, ...] = get_args(GradSampleMode)
-# RDP orders: integers only. Opacus' defaults add 99 fractional orders whose series cost ~20x the time of all the
-# integer ones together (seconds per calibration on 2 busy cores) and tighten ε by < 2% (≤ 1% for ε ≤ 3) on the
-# demo's settings. Any order set gives a valid bound; planning and reporting use the same set, so they agree.
-RDP_ORDERS: tuple[float, ...] = (*range(2, 65), 80, 96, 128, 160, 192, 256)
 # Fastest exact mode on the demo MLP, measured by bench/dp.py (see its --json output).
 DEFAULT_GRAD_SAMPLE_MODE: GradSampleMode = "ew"
 
@@ -130,6 +130,7 @@ class TrainingResult:
     accountant: Accountant
     grad_sample_mode: GradSampleMode
     epoch_seconds: tuple[float, ...]
+    epoch_cpu_seconds: tuple[float, ...] = ()
 
 
 def _check_delta(delta: float, n_records: int) -> None:
@@ -142,13 +143,15 @@ def _check_delta(delta: float, n_records: int) -> None:
     )
 
 
-def _accountant_options(accountant: Accountant) -> dict[str, Any]:
-    return {"alphas": list(RDP_ORDERS)} if accountant == "rdp" else {}
-
-
 def _epsilon_spent(ledger: Any, accountant: Accountant, delta: float) -> float:
-    """ε an Opacus accountant has recorded, computed exactly as planning does."""
-    return float(ledger.get_epsilon(delta=delta, **_accountant_options(accountant)))
+    """ε of the steps an Opacus accountant has recorded, computed exactly as planning does.
+
+    RDP goes through CareFed's own accountant (`privacy.accountant`, the one the ledger recomputes charges
+    with); PRV through Opacus'.
+    """
+    if accountant == "rdp":
+        return epsilon_of(ledger.history, delta)
+    return float(ledger.get_epsilon(delta=delta))
 
 
 def _epsilon_of(accountant: Accountant, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -156,6 +159,21 @@ def _epsilon_of(accountant: Accountant, noise_multiplier: float, sample_rate: fl
     ledger = create_accountant(mechanism=accountant)
     ledger.history = [(noise_multiplier, sample_rate, steps)]
     return _epsilon_spent(ledger, accountant, delta)
+
+
+def _calibrate(config: DPConfig, sample_rate: float, steps: int) -> float:
+    """The noise multiplier that spends the target ε over `steps` steps."""
+    if config.accountant == "rdp":
+        return calibrate_noise(config.target_epsilon, [], sample_rate, steps, config.target_delta)
+    return float(
+        get_noise_multiplier(
+            target_epsilon=config.target_epsilon,
+            target_delta=config.target_delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=config.accountant,
+        )
+    )
 
 
 def _steps_per_epoch(n_records: int, batch_size: int) -> tuple[float, int]:
@@ -168,22 +186,13 @@ def _steps_per_epoch(n_records: int, batch_size: int) -> tuple[float, int]:
 def plan_training(config: DPConfig, n_records: int) -> TrainingPlan:
     """Calibrate the noise for (ε, δ) over the run's steps and return the ε the run will actually spend.
 
-    Cached: Opacus' accountants take seconds to calibrate (RDP's fractional orders, PRV's convolutions), and a
-    federated run asks for the same plan every round.
+    Cached: calibration takes a fraction of a second (RDP) to seconds (PRV's convolutions), and a federated run
+    asks for the same plan every round.
     """
     _check_delta(config.target_delta, n_records)
     sample_rate, steps_per_epoch = _steps_per_epoch(n_records, config.batch_size)
     steps = steps_per_epoch * config.epochs
-    noise_multiplier = float(
-        get_noise_multiplier(
-            target_epsilon=config.target_epsilon,
-            target_delta=config.target_delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=config.accountant,
-            **_accountant_options(config.accountant),
-        )
-    )
+    noise_multiplier = _calibrate(config, sample_rate, steps)
     epsilon = _epsilon_of(config.accountant, noise_multiplier, sample_rate, steps, config.target_delta)
     return TrainingPlan(n_records, sample_rate, steps, noise_multiplier, epsilon, config.target_delta)
 
@@ -271,7 +280,7 @@ class PrivateTrainer:
         else:
             module, dp_optimizer, dp_loader = private
         try:
-            mean_loss, epoch_seconds = self._run_epochs(module, dp_optimizer, criterion, dp_loader)
+            mean_loss, epoch_seconds, epoch_cpu_seconds = self._run_epochs(module, dp_optimizer, criterion, dp_loader)
         finally:
             module.cleanup()
         epsilon = _epsilon_spent(engine.accountant, self.config.accountant, self.plan.delta)
@@ -286,18 +295,19 @@ class PrivateTrainer:
             accountant=self.config.accountant,
             grad_sample_mode=self.config.grad_sample_mode,
             epoch_seconds=epoch_seconds,
+            epoch_cpu_seconds=epoch_cpu_seconds,
         )
         charged = self.plan.epsilon if self._external_plan else epsilon
         return result, budget.charge(charged, self.plan.delta)
 
     def _run_epochs(
         self, module: nn.Module, optimizer: Any, criterion: Any, loader: DataLoader[Any]
-    ) -> tuple[float, tuple[float, ...]]:
+    ) -> tuple[float, tuple[float, ...], tuple[float, ...]]:
         module.train()
         total_loss, total_records = 0.0, 0
-        epoch_seconds = []
+        epoch_seconds, epoch_cpu_seconds = [], []
         for _ in range(self.config.epochs):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             for features, labels in loader:
                 optimizer.zero_grad()
                 # An empty Poisson batch still steps: it counts in the accounting and adds pure noise.
@@ -314,4 +324,5 @@ class PrivateTrainer:
                     total_loss += float(loss.item()) * len(labels)
                     total_records += len(labels)
             epoch_seconds.append(time.perf_counter() - started)
-        return total_loss / max(total_records, 1), tuple(epoch_seconds)
+            epoch_cpu_seconds.append(time.process_time() - started_cpu)
+        return total_loss / max(total_records, 1), tuple(epoch_seconds), tuple(epoch_cpu_seconds)

@@ -3,7 +3,7 @@
 Why this construction (measured by `bench/he.py`, numbers in its output and the module constants):
 - The aggregator only adds, so no relinearisation or rotation keys, no middle primes and no key-switching prime are
   needed: one coefficient prime suffices, and a ciphertext's size is (prime bits) x N per N/2 slots.
-- Hospitals share the consortium's CKKS secret key (DESIGN.md trust model), so they encrypt *symmetrically* with it.
+- Hospitals share the consortium's CKKS secret key (docs/design.md), so they encrypt *symmetrically* with it.
   SEAL then stores the second ciphertext polynomial as a PRNG seed ("seeded" ciphertexts), halving the size, and
   every complex slot carries two reals. Together that brings an update to ~1x its float32 size (TenSEAL's
   high-level public-key API with two primes reaches ~5.3-5.9x). Adding seeded ciphertexts needs only the
@@ -33,7 +33,12 @@ API
   the aggregator adds as usual and never sees nᵢ; `decrypt_weighted_average(secret, blob)` returns
   Σ weightᵢ·vectorᵢ / Σ weightᵢ. Its absolute error is about `MEASURED_SUM_ERROR` / Σ weightᵢ.
 - Errors (all `HEError`): `ContextMismatchError`, `LengthMismatchError`, `CorruptCiphertextError`,
-  `MissingSecretKeyError`, `ValueRangeError`, `ParameterError`.
+  `MissingSecretKeyError`, `ValueRangeError`, `ParameterError`. Damaged bytes raise one subclass of
+  `CorruptCiphertextError` per cause, checked in this order so that each damage is named for what it is:
+  `NotACiphertextError` (wrong magic or version: garbage), `TruncatedCiphertextError` (fewer bytes than the
+  header and chunk table declare), `ChecksumMismatchError` (declared length, altered bytes),
+  `MalformedCiphertextError` (valid digest, inconsistent contents: kind, chunk table, SEAL data). A valid envelope
+  claiming more summed updates than `max_parties` raises `ValueRangeError`.
 """
 
 from __future__ import annotations
@@ -85,7 +90,23 @@ class LengthMismatchError(HEError):
 
 
 class CorruptCiphertextError(HEError):
-    """Bytes that are truncated, corrupted or not a CareFed ciphertext/context at all."""
+    """Bytes that are truncated, corrupted or not a CareFed ciphertext/context at all (base of the four below)."""
+
+
+class NotACiphertextError(CorruptCiphertextError):
+    """The bytes do not start like a CareFed ciphertext/context of this version: garbage or another format."""
+
+
+class TruncatedCiphertextError(CorruptCiphertextError):
+    """Fewer bytes arrived than the message's own header declares: cut in transit or by a short read."""
+
+
+class ChecksumMismatchError(CorruptCiphertextError):
+    """The message has its declared length but its digest does not match: bytes were altered."""
+
+
+class MalformedCiphertextError(CorruptCiphertextError):
+    """The digest matches but the contents are inconsistent (chunk table, kind, SEAL data): a faulty sender."""
 
 
 class MissingSecretKeyError(HEError):
@@ -248,23 +269,50 @@ def _seal_with_digest(body: bytes) -> bytes:
     return body + hashlib.blake2b(body, digest_size=_DIGEST_BYTES).digest()
 
 
-def _verified_body(data: bytes, what: str) -> bytes:
-    if len(data) <= _DIGEST_BYTES:
-        raise CorruptCiphertextError(f"{what}: {len(data)} bytes is too short to be a CareFed {what}")
+def _frame(data: bytes, what: str, header: struct.Struct, magic: bytes) -> tuple[Any, ...]:
+    """Unpack a message's header, refusing garbage and other versions before anything else is read."""
+    prefix = bytes(data[: len(magic)])
+    if prefix != magic[: len(prefix)]:
+        raise NotACiphertextError(
+            f"{what}: not a CareFed {what} (starts with {bytes(data[:8])!r}, expected {magic!r}); "
+            "check that the sender sent the right file or message"
+        )
+    if len(data) < header.size + _DIGEST_BYTES:
+        raise TruncatedCiphertextError(
+            f"{what}: truncated: {len(data)} bytes, shorter than the {header.size + _DIGEST_BYTES}-byte header and "
+            "digest; resend the whole message"
+        )
+    fields = header.unpack_from(data)
+    if fields[1] != WIRE_VERSION:
+        raise NotACiphertextError(f"{what}: wire version {fields[1]} is not supported (this is v{WIRE_VERSION})")
+    return fields
+
+
+def _verified_body(data: bytes, what: str, declared: int | None) -> bytes:
+    """The body before the digest, once its declared length (when known) and its digest match."""
+    if declared is not None and len(data) != declared:
+        state = "truncated" if len(data) < declared else "has trailing bytes"
+        raise (TruncatedCiphertextError if len(data) < declared else MalformedCiphertextError)(
+            f"{what}: {state}: {len(data)} bytes, its header declares {declared}; resend the whole message"
+        )
     body, digest = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
     if hashlib.blake2b(body, digest_size=_DIGEST_BYTES).digest() != digest:
-        raise CorruptCiphertextError(f"{what}: checksum mismatch, the bytes are truncated or corrupted; resend them")
+        raise ChecksumMismatchError(
+            f"{what}: checksum mismatch: the bytes have their declared length but were altered; resend them"
+        )
     return body
 
 
 def load_context(data: bytes) -> PublicContext | SecretContext:
     """Restore whichever context `data` holds (public or secret)."""
-    body = _verified_body(data, "context")
-    if len(body) < _CONTEXT_HEADER.size:
-        raise CorruptCiphertextError("context: header truncated")
-    magic, version, kind, key_id, degree, scale_bits, max_parties, n_primes = _CONTEXT_HEADER.unpack_from(body)
-    if magic != CONTEXT_MAGIC or version != WIRE_VERSION or kind not in (_CONTEXT_PUBLIC, _CONTEXT_SECRET):
-        raise CorruptCiphertextError(f"context: not a CareFed v{WIRE_VERSION} context (magic {magic!r}, v{version})")
+    _, _, kind, key_id, degree, scale_bits, max_parties, n_primes = _frame(
+        data, "context", _CONTEXT_HEADER, CONTEXT_MAGIC
+    )
+    # A public context's length is fixed by its header; a secret one ends with SEAL's key of unstated length.
+    declared = _CONTEXT_HEADER.size + n_primes + _DIGEST_BYTES if kind == _CONTEXT_PUBLIC else None
+    body = _verified_body(data, "context", declared)
+    if kind not in (_CONTEXT_PUBLIC, _CONTEXT_SECRET):
+        raise MalformedCiphertextError(f"context: unknown kind {kind} (1 public, 2 secret)")
     offset = _CONTEXT_HEADER.size
     parameters = CKKSParameters(degree, tuple(body[offset : offset + n_primes]), scale_bits, max_parties)
     offset += n_primes
@@ -278,7 +326,7 @@ def load_context(data: bytes) -> PublicContext | SecretContext:
         try:
             secret_key.load(public._seal, str(path))
         except (RuntimeError, ValueError) as error:
-            raise CorruptCiphertextError(f"context: secret key does not load: {error}") from error
+            raise MalformedCiphertextError(f"context: SEAL cannot load the secret key: {error}") from error
     return SecretContext(parameters, key_id, secret_key)
 
 
@@ -298,23 +346,35 @@ def _pack(context: PublicContext, kind: int, length: int, terms: int, chunks: Se
 
 
 def _unpack(context: PublicContext, data: bytes) -> _Envelope:
-    body = _verified_body(data, "ciphertext")
-    if len(body) < _WIRE_HEADER.size:
-        raise CorruptCiphertextError("ciphertext: header truncated")
-    magic, version, kind, fingerprint, length, terms, n_chunks = _WIRE_HEADER.unpack_from(body)
-    if magic != WIRE_MAGIC or version != WIRE_VERSION or kind not in (_KIND_UPDATE, _KIND_SUM):
-        raise CorruptCiphertextError(f"ciphertext: not a CareFed v{WIRE_VERSION} ciphertext (magic {magic!r})")
+    _, _, kind, fingerprint, length, terms, n_chunks = _frame(data, "ciphertext", _WIRE_HEADER, WIRE_MAGIC)
+    table_end = _WIRE_HEADER.size + 4 * n_chunks
+    if len(data) < table_end + _DIGEST_BYTES:
+        raise TruncatedCiphertextError(
+            f"ciphertext: truncated: {len(data)} bytes, shorter than its header and table of {n_chunks} chunk sizes; "
+            "resend the whole message"
+        )
+    sizes = struct.unpack_from(f">{n_chunks}I", data, _WIRE_HEADER.size)
+    body = _verified_body(data, "ciphertext", table_end + sum(sizes) + _DIGEST_BYTES)
     if fingerprint != context.fingerprint:
         raise ContextMismatchError(
             f"ciphertext was encrypted under context {fingerprint.hex()}, not this context "
             f"{context.fingerprint.hex()}; every party of a run must use the consortium's current key"
         )
-    offset = _WIRE_HEADER.size
-    sizes = struct.unpack_from(f">{n_chunks}I", body, offset)
-    offset += 4 * n_chunks
-    if n_chunks != math.ceil(length / context.parameters.values_per_ciphertext) or offset + sum(sizes) != len(body):
-        raise CorruptCiphertextError("ciphertext: chunk table does not match the payload length")
+    if kind not in (_KIND_UPDATE, _KIND_SUM) or terms < 1 or (kind == _KIND_UPDATE and terms != 1):
+        raise MalformedCiphertextError(f"ciphertext: kind {kind} with {terms} summed updates is not a valid message")
+    if terms > context.parameters.max_parties:
+        raise ValueRangeError(
+            f"ciphertext: a sum of {terms} updates exceeds max_parties={context.parameters.max_parties}, so its "
+            "values may have overflowed; refuse it"
+        )
+    expected_chunks = math.ceil(length / context.parameters.values_per_ciphertext)
+    if length < 1 or n_chunks != expected_chunks:
+        raise MalformedCiphertextError(
+            f"ciphertext: chunk table of {n_chunks} chunks does not match the declared {length} values "
+            f"({expected_chunks} chunks)"
+        )
     chunks = []
+    offset = table_end
     for size in sizes:
         chunks.append(body[offset : offset + size])
         offset += size
@@ -324,13 +384,13 @@ def _unpack(context: PublicContext, data: bytes) -> _Envelope:
 def _load_ciphertexts(context: PublicContext, chunks: Sequence[bytes], scratch: Path) -> list[Any]:
     ciphertexts = []
     path = scratch / "ciphertext"
-    for chunk in chunks:
+    for index, chunk in enumerate(chunks):
         path.write_bytes(chunk)
         ciphertext = seal.Ciphertext()
         try:
             ciphertext.load(context._seal, str(path))
         except (RuntimeError, ValueError) as error:
-            raise CorruptCiphertextError(f"ciphertext: SEAL cannot load a chunk: {error}") from error
+            raise MalformedCiphertextError(f"ciphertext: SEAL cannot load chunk {index}: {error}") from error
         ciphertexts.append(ciphertext)
     return ciphertexts
 
@@ -435,5 +495,5 @@ def decrypt_weighted_average(context: PublicContext | SecretContext, data: bytes
     totals = decrypt(context, data)
     total_weight = float(totals[-1])
     if total_weight <= 0:
-        raise CorruptCiphertextError(f"decrypted total weight {total_weight:.3g} is not positive: not a weighted sum")
+        raise MalformedCiphertextError(f"decrypted total weight {total_weight:.3g} is not positive: not a weighted sum")
     return totals[:-1] / total_weight

@@ -41,6 +41,7 @@ ACCESS_MATRIX: dict[str, Access] = {
     "redoc_html": PUBLIC,
     "static": PUBLIC,
     "health": PUBLIC,
+    "metrics": allow(ADMIN),  # the operator's monitoring (a scraper signs in as a consortium admin)
     "login_access_token": PUBLIC,
     # users
     "read_current_user": allow(EVERY_ROLE),
@@ -71,6 +72,9 @@ ACCESS_MATRIX: dict[str, Access] = {
     "page_predict": allow(CLINICIAN),
     "page_predict_submit": allow(CLINICIAN),
     "page_audit": allow(COMPLIANCE),
+    "picture_audit_activity": allow(COMPLIANCE),
+    "picture_budgets": allow(HOSPITAL_IT, COMPLIANCE),
+    "picture_lineage": allow(CLINICIAN, COMPLIANCE),
     "page_hospital": allow(HOSPITAL_IT),
     "page_consent_create": allow(HOSPITAL_IT),
     "page_consent_search": allow(HOSPITAL_IT),

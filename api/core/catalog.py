@@ -17,7 +17,8 @@ import numpy as np
 from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
 from api.models.common import FieldError
-from api.models.model import ConsentSnapshotRef, FeatureCard, ModelCard, PrivacyGuarantee
+from api.models.model import ConsentSnapshotRef, ContributorCredit, FeatureCard, ModelCard, PrivacyGuarantee
+from compliance.credit import credit
 from consortium.model_artifact import ModelArtifact
 from consortium.registry import ModelRegistry, TamperedModelError
 from fabric_network.identities import CONSORTIUM_ORG
@@ -72,6 +73,7 @@ class ModelCatalog:
         self._hub = hub
         self._registry = ModelRegistry(state_dir / REGISTRY_DIR)
         self._loaded: dict[tuple[str, str], tuple[ModelCard, Predictor]] = {}
+        self._registered: dict[str, str] = {}  # model id → the hash the ledger registered for it
         self._lock = threading.Lock()
 
     def preload(self) -> None:
@@ -97,14 +99,14 @@ class ModelCatalog:
     def card(self, model_id: str) -> tuple[ModelCard, Predictor]:
         """The card and predictor of a registered model.
 
-        The ledger's registered hash is read on every call; the lineage (immutable once the model is
-        registered) and the artefact (checked against that hash by the registry) once per hash.
+        The ledger is read once per model: the LineageContract registers a model id only once and never
+        changes it, so its hash, lineage and artefact (checked against that hash by the registry) stay in
+        memory and a prediction costs no ledger read.
         """
-        sha256 = self._evaluate("LineageContract:read_model", model_id)["sha256"]
-        with self._lock:
-            loaded = self._loaded.get((model_id, sha256))
+        loaded = self.cached(model_id)
         if loaded is not None:
             return loaded
+        sha256 = self._evaluate("LineageContract:read_model", model_id)["sha256"]
         lineage = self._evaluate("LineageContract:get_model_lineage", model_id)
         try:
             artifact = self._registry.load(self._hub.of(CONSORTIUM_ORG), model_id)
@@ -120,7 +122,14 @@ class ModelCatalog:
         loaded = model_card(lineage, artifact), Predictor(sha256=sha256, artifact=artifact, network=artifact.model())
         with self._lock:
             self._loaded[(model_id, sha256)] = loaded
+            self._registered[model_id] = sha256
         return loaded
+
+    def cached(self, model_id: str) -> tuple[ModelCard, Predictor] | None:
+        """The card and predictor if this model is loaded already (no I/O: callable from the event loop)."""
+        with self._lock:
+            sha256 = self._registered.get(model_id)
+            return None if sha256 is None else self._loaded.get((model_id, sha256))
 
 
 def model_card(lineage: dict[str, Any], artifact: ModelArtifact) -> ModelCard:
@@ -165,4 +174,5 @@ def model_card(lineage: dict[str, Any], artifact: ModelArtifact) -> ModelCard:
         homomorphic_encryption=run["he"],
         metrics=model.get("metrics", {}),
         features=[FeatureCard(name=f.name, unit=f.unit, min=f.min, max=f.max) for f in artifact.spec.features],
+        credit=[ContributorCredit(**row) for row in credit(lineage)],
     )

@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JWT_SECRET_FILE = "jwt-secret"
@@ -18,9 +18,13 @@ JWT_SECRET_FILE = "jwt-secret"
 class Settings(BaseSettings):
     """The service's configuration; every field can be set as `CAREFED_API_<FIELD>`."""
 
-    model_config = SettingsConfigDict(env_prefix="CAREFED_API_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CAREFED_API_", extra="ignore", populate_by_name=True)
 
-    state_dir: Path = Field(default=Path(".carefed"), description="Where the service keeps its database and keys.")
+    state_dir: Path = Field(
+        default=Path(".carefed"),
+        validation_alias=AliasChoices("CAREFED_API_STATE_DIR", "CAREFED_STATE_DIR"),
+        description="Where the service keeps its database and keys (the state dir every command shares).",
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the user/node database; SQLite under the state dir when unset, "
@@ -41,6 +45,14 @@ class Settings(BaseSettings):
         description="Deliver the audit outboxes to the ledger from a separate process (the default: delivery "
         "costs CPU the request threads need) or from a thread of the service.",
     )
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a verified token's user is remembered per worker; a deactivation or role change "
+        "takes effect within this time (0: read the database on every request).",
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes (`carefed api --workers`).")
     max_page_size: int = Field(default=100, ge=1, description="Upper bound of `limit` on every list endpoint.")
 
     @property

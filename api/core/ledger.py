@@ -10,11 +10,19 @@ Audit events go through each organisation's durable outbox (`<state_dir>/outbox/
 only enqueues (durable when it returns); delivery — one ledger transaction per event, signed and validated —
 costs milliseconds of CPU per event, so the service delivers from a separate process by default, where it
 does not hold the GIL the request threads need. The thread mode delivers in-process (tests use it).
+
+Several worker processes (`carefed api --workers N`) share the outboxes: SQLite serialises their enqueues, and
+each worker starts a delivery process, of which only the holder of an exclusive lock on
+`<state_dir>/outbox/api-delivery.lock` delivers (two deliverers could group the same pending events into two
+different ledger transactions). When it dies with its worker, the lock passes to another one.
 """
 
+import fcntl
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Literal
@@ -45,13 +53,29 @@ def audit_outbox(settings: LedgerSettings, org: str) -> Outbox:
 
 
 def deliver_audit_forever(state_dir: Path) -> None:
-    """The delivery process: deliver every organisation's audit outbox until the service terminates it."""
+    """The delivery process: once it holds the delivery lock, deliver every organisation's audit outbox until
+    the service terminates it, or until its worker is gone (a SIGKILLed worker cannot terminate it, and an
+    orphan holding the lock would stop every other worker's deliverer for good)."""
+    worker = os.getppid()
+    lock_path = state_dir / "outbox" / "api-delivery.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path.open("a")  # held (open) for the life of the process; the kernel releases it at exit
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if os.getppid() != worker:
+                return
+            time.sleep(DELIVERY_POLL_S * 4)
     settings = LedgerSettings(state_dir=state_dir)
     consortium = load_consortium(state_dir)
     orgs = [CONSORTIUM_ORG, *(hospital.name for hospital in consortium.hospitals)]
     for org in orgs:
         audit_outbox(settings, org).start(poll_s=DELIVERY_POLL_S)
-    threading.Event().wait()
+    while os.getppid() == worker:
+        time.sleep(DELIVERY_POLL_S * 4)
+    # Orphaned: what is queued stays on disk for the next holder of the lock; daemon threads end with us.
 
 
 class LedgerHub:
@@ -106,6 +130,12 @@ class LedgerHub:
         with self._lock:
             outboxes = list(self._outboxes.values())
         return all(outbox.flush(timeout_s) for outbox in outboxes)
+
+    def outbox_backlogs(self) -> dict[str, tuple[int, float]]:
+        """Per organisation whose audit outbox this service has opened: pending events and the oldest one's age."""
+        with self._lock:
+            outboxes = dict(self._outboxes)
+        return {org: outbox.backlog() for org, outbox in outboxes.items()}
 
     def close(self) -> None:
         """Stop delivering (what is still queued stays on disk for the next start) and close the ledgers."""

@@ -35,6 +35,19 @@ class PrivacyGuarantee(BaseModel):
     max_grad_norm: float | None = None
 
 
+class ContributorCredit(BaseModel):
+    """What one hospital contributed to the model (docs/governance.md says what each score reveals)."""
+
+    hospital: str
+    rounds: int = Field(description="Rounds of the model the hospital took part in.")
+    examples: int = Field(description="Largest consent snapshot it trained on.")
+    example_rounds: int = Field(description="Examples summed over its rounds.")
+    epsilon: float = Field(description="ε it spent on the model's rounds.")
+    data_share: float = Field(description="Share of all example-rounds: the Shapley value of the weighted average.")
+    gain_share: float = Field(description="Per-round global AUC gain split by data share, summed.")
+    own_improvement: float | None = Field(description="Global model's AUC change on its own held-out data.")
+
+
 class ModelCard(BaseModel):
     """A registered model version and its provenance, built from the ledger's lineage of the model."""
 
@@ -53,6 +66,7 @@ class ModelCard(BaseModel):
     homomorphic_encryption: dict[str, Any] = Field(description="HE parameters of the aggregation.")
     metrics: dict[str, float]
     features: list[FeatureCard]
+    credit: list[ContributorCredit] = Field(description="Per-hospital contributor credit, from the ledger.")
 
 
 class PredictRequest(BaseModel):

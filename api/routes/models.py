@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 
 from api.core.catalog import ModelCatalog, check_features
 from api.core.problems import PROBLEM_RESPONSES
@@ -55,6 +56,10 @@ def predict_for(request: Request, catalog: ModelCatalog, model_id: str, features
 
 
 @router.post("/{model_id:path}/predict", name="predict", dependencies=[Depends(purpose_of_use("TREAT"))])
-def predict(request: Request, catalog: CatalogDep, model_id: ModelIdPath, body: PredictRequest) -> Prediction:
+async def predict(request: Request, catalog: CatalogDep, model_id: ModelIdPath, body: PredictRequest) -> Prediction:
     """A patient's risk score from a registered model, with the model's version, hash and privacy guarantee."""
+    # The hot path runs on the event loop: a loaded model scores one row in well under a millisecond, less than
+    # a hop to the threadpool costs. Only loading a model (ledger reads, artefact check) goes to a thread.
+    if catalog.cached(model_id) is None:
+        await run_in_threadpool(catalog.card, model_id)
     return predict_for(request, catalog, model_id, body.features)

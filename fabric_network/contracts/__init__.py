@@ -1,6 +1,6 @@
 """CareFed's consortium contracts, written once on the Fabric Python contract API for both ledger backends.
 
-One chaincode (``CHAINCODE_NAME``) holds the four contracts; a transaction is named ``"<Contract>:<function>"``,
+One chaincode (``CHAINCODE_NAME``) holds the five contracts; a transaction is named ``"<Contract>:<function>"``,
 e.g. ``"ConsentContract:record_consent"``. docs/ledger.md lists every function and its arguments.
 """
 
@@ -13,15 +13,19 @@ from fabric_network.contracts.audit import AuditContract
 from fabric_network.contracts.budget import PrivacyBudgetContract
 from fabric_network.contracts.common import ContractError, snapshot_root
 from fabric_network.contracts.consent import ConsentContract
+from fabric_network.contracts.governance import GovernanceContract
 from fabric_network.contracts.lineage import LineageContract
 from fabric_network.shim import ContractChaincode, FastSchemaSerializer
+from privacy import accountant
 
 CHAINCODE_NAME = "carefed"
-CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudgetContract)
+CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudgetContract, GovernanceContract)
+#: The contracts' source files plus the accountant they recompute ε with (its result decides what is written).
+CONTRACT_SOURCES = (*sorted(Path(__file__).parent.glob("*.py")), Path(accountant.__file__))
 #: SHA-256 over the contracts' source files: the embedded ledger's analogue of a chaincode package id. Recorded
 #: in every transaction, so `verify` re-executes exactly the transactions this code version wrote.
 CONTRACT_VERSION = hashlib.sha256(
-    b"".join(path.name.encode() + b"\0" + path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.py")))
+    b"".join(path.name.encode() + b"\0" + path.read_bytes() for path in CONTRACT_SOURCES)
 ).hexdigest()[:16]
 
 
@@ -44,6 +48,7 @@ __all__ = [
     "AuditContract",
     "ConsentContract",
     "ContractError",
+    "GovernanceContract",
     "LineageContract",
     "PrivacyBudgetContract",
     "evaluate_functions",

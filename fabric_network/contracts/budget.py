@@ -4,6 +4,11 @@ A charge that would take a hospital past its limit is refused, so DP training ca
 consortium agreed. Limits are set by the consortium or by the hospital's own admin; charges only by the
 hospital itself (it is the party that spends its patients' privacy).
 
+A charge carries its mechanism (noise multiplier, Poisson sample rate, steps, clipping norm, δ, accountant and
+version). Every endorsing peer recomputes the charge's ε with CareFed's accountant (`privacy.accountant`, numpy
+only) as ε(this run's earlier charges + this one) - ε(earlier charges), and refuses a charge whose claimed ε is
+lower: a hospital cannot understate what it spent. Anyone can repeat the computation from the ledger alone.
+
 Keys: ``budget/<hospital MSP>/<purpose>`` (limit and running total; written only by that hospital's charges and
 the limit setter) and ``budget-charge/<hospital MSP>/<purpose>/<run_id>/<round as 6 digits>`` (one per charge,
 so a charge can never be recorded twice).
@@ -15,11 +20,54 @@ from typing import Any
 
 from fabric_network.contracts import common as c
 from fabric_network.shim import Contract, TransactionContextInterface
+from privacy.accountant import (
+    ACCOUNTANT,
+    ACCOUNTANT_VERSION,
+    RdpAccountant,
+    fits_budget,
+    understates,
+)
 
 BUDGET = "budget"
 CHARGE = "budget-charge"
-# Float sums of many charges drift by ~1e-15; a charge equal to the remainder must still fit.
-EPSILON_TOLERANCE = 1e-9
+
+MECHANISM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "accountant",
+        "accountant_version",
+        "noise_multiplier",
+        "sample_rate",
+        "steps",
+        "max_grad_norm",
+        "delta",
+    ],
+    "properties": {
+        "accountant": {"type": "string", "enum": [ACCOUNTANT]},
+        "accountant_version": {"type": "string", "enum": [ACCOUNTANT_VERSION]},
+        "noise_multiplier": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+        "sample_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "steps": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+        "max_grad_norm": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+        "delta": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.01},
+    },
+}
+
+
+def recompute(earlier: list[dict[str, Any]], mechanism: dict[str, Any]) -> tuple[float, float]:
+    """(ε of this charge, ε of the run so far) from the run's earlier charges' mechanisms and this one.
+
+    The same function serves the contract and `carefed report privacy-budget --recompute`.
+    """
+    accountant = RdpAccountant()
+    for charge in earlier:
+        m = charge["mechanism"]
+        accountant.step(m["noise_multiplier"], m["sample_rate"], m["steps"])
+    this = (mechanism["noise_multiplier"], mechanism["sample_rate"], mechanism["steps"])
+    increment = accountant.epsilon_increment(this, mechanism["delta"])
+    accountant.step(*this)
+    return increment, accountant.epsilon(mechanism["delta"])
 
 
 def _round_number(field: str, value: str) -> int:
@@ -54,7 +102,7 @@ class PrivacyBudgetContract(Contract):  # type: ignore[misc]  # the library ship
             raise c.ContractError("hospital: budgets belong to hospitals, not the consortium")
         state_key = c.key(ctx, BUDGET, hospital, purpose)
         budget = await c.get_json(ctx, state_key) or {"hospital": hospital, "purpose": purpose, "spent": 0.0}
-        if limit + EPSILON_TOLERANCE < budget["spent"]:
+        if not fits_budget(budget["spent"], 0.0, limit):
             raise c.ContractError("epsilon_limit: lower than the ε this hospital has already spent for this purpose")
         budget.update(limit=limit, updated_at=c.tx_time(ctx), tx_id=c.tx_id(ctx))
         await c.put_json(ctx, state_key, budget)
@@ -66,22 +114,44 @@ class PrivacyBudgetContract(Contract):  # type: ignore[misc]  # the library ship
         return {**budget, "remaining": max(0.0, budget["limit"] - budget["spent"])}
 
     async def charge_budget(
-        self, ctx: TransactionContextInterface, purpose: str, epsilon: str, run_id: str, round_number: str
+        self,
+        ctx: TransactionContextInterface,
+        purpose: str,
+        epsilon: str,
+        run_id: str,
+        round_number: str,
+        mechanism: str,
     ) -> dict[str, Any]:
-        """Charge the caller hospital ``epsilon`` for ``purpose`` in a run's round; refused past the limit."""
+        """Charge the caller hospital ``epsilon`` for a run's round; refused past the limit or below the mechanism's ε.
+
+        ``mechanism`` (JSON, :data:`MECHANISM_SCHEMA`) is what spent it; the contract recomputes the ε from it and
+        the run's earlier charges and refuses a claim lower than its own result. Rounds of a run are charged in
+        order, with one δ.
+        """
         hospital = c.require_hospital(ctx)
         c.purpose("purpose", purpose)
         amount = c.epsilon("epsilon", epsilon)
         c.record_id("run_id", run_id)
         number = _round_number("round_number", round_number)
+        parsed = c.json_argument("mechanism", mechanism, MECHANISM_SCHEMA)
         state_key = c.key(ctx, BUDGET, hospital, purpose)
         budget = await c.require_json(
             ctx, state_key, "purpose: no ε limit is set for this hospital and purpose; set_budget_limit first"
         )
-        charge_key = c.key(ctx, CHARGE, hospital, purpose, run_id, f"{number:06d}")
-        if await c.get_json(ctx, charge_key) is not None:
+        earlier = await c.scan_json(ctx, CHARGE, hospital, purpose, run_id)
+        if any(charge["round"] == number for charge in earlier):
             raise c.ContractError("round_number: this hospital was charged for this run and round already")
-        if budget["spent"] + amount > budget["limit"] + EPSILON_TOLERANCE:
+        if any(charge["round"] > number for charge in earlier):
+            raise c.ContractError("round_number: a later round of this run is charged already (charge rounds in order)")
+        if any(charge["mechanism"]["delta"] != parsed["delta"] for charge in earlier):
+            raise c.ContractError("mechanism.delta: differs from this run's earlier charges (one δ per run)")
+        computed, run_epsilon = recompute(earlier, parsed)
+        if understates(amount, computed):
+            raise c.ContractError(
+                f"epsilon: understates the mechanism's ε ({amount:.6g} claimed, {computed:.6g} computed by "
+                f"{ACCOUNTANT} {ACCOUNTANT_VERSION} from this charge and the run's earlier ones); charge at least that"
+            )
+        if not fits_budget(budget["spent"], amount, budget["limit"]):
             raise c.ContractError(
                 f"epsilon: charging it would exceed the limit (spent {budget['spent']:.6g} of "
                 f"{budget['limit']:.6g}, remaining {budget['limit'] - budget['spent']:.6g})"
@@ -94,11 +164,13 @@ class PrivacyBudgetContract(Contract):  # type: ignore[misc]  # the library ship
             "run_id": run_id,
             "round": number,
             "epsilon": amount,
+            "mechanism": parsed,
+            "run_epsilon": run_epsilon,
             "charged_at": now,
             "tx_id": c.tx_id(ctx),
         }
         await c.put_json(ctx, state_key, budget)
-        await c.put_json(ctx, charge_key, charge)
+        await c.put_json(ctx, c.key(ctx, CHARGE, hospital, purpose, run_id, f"{number:06d}"), charge)
         c.emit(ctx, "BudgetCharged", {"hospital": hospital, "purpose": purpose, "epsilon": amount, "run_id": run_id})
         return self._with_remaining(budget)
 

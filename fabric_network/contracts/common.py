@@ -11,12 +11,13 @@ back into logs or error reports.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import jsonschema
@@ -59,6 +60,7 @@ _IDENTIFIER_LIKE = (
 )
 _HEX_TOKEN = re.compile(r"[0-9a-f]{32,}")
 MAX_BATCH = 1000
+DECISIONS = ("approve", "reject")
 
 
 class ContractError(Exception):
@@ -278,6 +280,90 @@ def tx_time(ctx: TransactionContextInterface) -> str:
 def tx_id(ctx: TransactionContextInterface) -> str:
     """The transaction id."""
     return str(ctx.get_stub().get_txid())
+
+
+# --- votes ----------------------------------------------------------------------------------------------------
+
+
+def majority(approvals: int, voters: int) -> bool:
+    """The consortium's one decision rule: more than half of those entitled to vote approved."""
+    return 2 * approvals > voters
+
+
+def tally(voters: list[str], votes: dict[str, str]) -> dict[str, Any]:
+    """Who approved, rejected and has not voted yet, and whether the majority is reached or out of reach."""
+    approved = [v for v in voters if votes.get(v) == "approve"]
+    rejected = [v for v in voters if votes.get(v) == "reject"]
+    pending = [v for v in voters if v not in votes]
+    return {
+        "approved": approved,
+        "rejected": rejected,
+        "pending": pending,
+        "needed": len(voters) // 2 + 1,
+        "majority": majority(len(approved), len(voters)),
+        "out_of_reach": not majority(len(approved) + len(pending), len(voters)),
+    }
+
+
+def decision(field: str, value: str) -> str:
+    """A vote: ``approve`` or ``reject``."""
+    if value not in DECISIONS:
+        raise ContractError(f"{field}: must be approve or reject")
+    return value
+
+
+#: What a vote's outcome changes before the ballot is stored: gets the ballot (votes recorded) and its tally.
+Settle = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Ballot:
+    """A kind of record hospitals vote on (a membership proposal, a training run), for :func:`cast_vote`.
+
+    The record lives under the key (``object_type``, its id); ``field`` is the id's argument name,
+    ``missing`` the error when no record has that id. Its ``status`` must be ``open_status`` for votes, its
+    ``voters`` field lists who may vote (``not_voter`` says who, to anyone else) and its ``votes`` maps a
+    hospital to its decision; ``event`` names the chaincode event of a vote.
+    """
+
+    field: str
+    object_type: str
+    missing: str
+    voters: str
+    open_status: str
+    not_voter: str
+    event: str
+
+
+async def cast_vote(
+    ctx: TransactionContextInterface, ballot: Ballot, value: str, vote: str, settle: Settle | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A hospital's vote on the ballot record with id ``value``; returns (record, tally).
+
+    One path for every consortium vote, so each checks the caller, the id, the decision, that voting is open
+    and that the caller may vote, in the same order with the same kind of messages. The key is made only once
+    ``value`` is checked (a composite key refuses an empty attribute with a message naming no field).
+    ``settle`` applies the outcome (e.g. the membership change on a majority) before the record is stored.
+    The closed-vote message names the ballot after its id field (``run_id`` → "run_id: the run is started;
+    votes are closed").
+    """
+    hospital = require_hospital(ctx)
+    field = ballot.field
+    record_id(field, value)
+    decision("vote", vote)
+    state_key = key(ctx, ballot.object_type, value)
+    record = await require_json(ctx, state_key, ballot.missing)
+    if record["status"] != ballot.open_status:
+        raise ContractError(f"{field}: the {field.removesuffix('_id')} is {record['status']}; votes are closed")
+    if hospital not in record[ballot.voters]:
+        raise ContractError(f"caller: {ballot.not_voter}")
+    record["votes"][hospital] = vote
+    counted = tally(record[ballot.voters], record["votes"])
+    if settle is not None:
+        await settle(record, counted)
+    await put_json(ctx, state_key, record)
+    emit(ctx, ballot.event, {field: value, "hospital": hospital, "vote": vote})
+    return record, counted
 
 
 # --- state ----------------------------------------------------------------------------------------------------

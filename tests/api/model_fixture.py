@@ -18,6 +18,7 @@ from consortium.model_artifact import FeatureRange, ModelArtifact, ModelSpec
 from consortium.registry import ModelRegistry
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
+from tests.contracts.conftest import start_run, vouch
 
 FEATURES = ("mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness")
 # The Wisconsin data are measurements on digitised images of a fine-needle aspirate: lengths and areas in pixels,
@@ -77,23 +78,21 @@ def register_model(state_dir: Path, hospital: str = "hospital-a") -> RegisteredM
         "he": {"scheme": "ckks", "poly_modulus_degree": 8192, "coeff_mod_bit_sizes": [40, 40], "global_scale_bits": 30},
         "code_version": "0.1.0",
     }
-    round_record = {
-        "round": 1,
-        "participants": [
-            {
-                "hospital": msp,
-                "consent_snapshot_id": snapshot_id,
-                "consent_snapshot_root": snapshot["root"],
-                "epsilon_spent": 1.25,
-                "num_examples": len(y),
-                "update_sha256": "ab" * 32,
-            }
-        ],
-        "model_sha256": artifact.sha256,
-        "metrics": {"auc": 0.95},
-    }
-    with open_ledger(state_dir=state_dir, org="consortium") as ledger:
-        ledger.submit("LineageContract:register_run", run_id, json.dumps(run_spec))
+    with (
+        open_ledger(state_dir=state_dir, org="consortium") as ledger,
+        open_ledger(state_dir=state_dir, org=hospital) as hospital_ledger,
+    ):
+        if msp not in ledger.evaluate("GovernanceContract:read_members")["hospitals"]:
+            ledger.submit("GovernanceContract:init_members", [msp])
+        ledger.submit("PrivacyBudgetContract:set_budget_limit", msp, "HRESCH", 100)
+        start_run(ledger, run_id, run_spec, {hospital_ledger: "approve"})
+        participant = vouch(hospital_ledger, run_id, 1, snapshot, "ab" * 32, epsilon=1.25)
+        round_record = {
+            "round": 1,
+            "participants": [{**participant, "num_examples": len(y)}],
+            "model_sha256": artifact.sha256,
+            "metrics": {"auc": 0.95},
+        }
         ledger.submit("LineageContract:record_round", run_id, json.dumps(round_record))
         registry = ModelRegistry(state_dir / REGISTRY_DIR)
         record = registry.model_record(artifact, registry.store(artifact.to_bytes()), "breast-cancer", {"auc": 0.95})

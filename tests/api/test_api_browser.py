@@ -19,6 +19,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.api.api_testing import PASSWORD, Service, start_service
 from tests.api.model_fixture import RegisteredModel, register_model
 
+# Chromium and a live service per test, sized for a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(600)
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",

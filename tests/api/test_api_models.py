@@ -4,6 +4,8 @@ bad features named by field, and the prediction's audit event carrying the model
 import hashlib
 import json
 
+import pytest
+
 from fabric_network.ledger import open_ledger
 from tests.api.api_testing import Service
 from tests.api.model_fixture import register_model
@@ -21,6 +23,14 @@ def test_model_card_is_built_from_the_ledger_lineage(service: Service) -> None:
     assert card["consent_snapshots"][0]["root"] == model.snapshot_root
     assert card["privacy"]["epsilon"] == 3.0 and card["privacy"]["delta"] == 1e-5
     assert card["privacy"]["epsilon_spent"] == {"HospitalAMSP": 1.25}
+    (credit,) = card["credit"]
+    assert (credit["hospital"], credit["rounds"], credit["epsilon"], credit["data_share"]) == (
+        "HospitalAMSP",
+        1,
+        1.25,
+        1.0,
+    )
+    assert credit["gain_share"] == pytest.approx(0.95 - 0.5), "round 1's AUC over chance, all of it hers"
     assert card["homomorphic_encryption"]["scheme"] == "ckks"
     assert card["metrics"] == {"auc": 0.95}
     assert [f["name"] for f in card["features"]] == list(model.feature_names)

@@ -8,7 +8,7 @@ import pytest
 from cryptography import x509
 
 from compliance.records import AuditRecord
-from compliance.signing import consortium_ca_certificates
+from compliance.signing import consortium_ca_certificates, org_ca_pem
 from compliance.trail import audit_trail
 from fabric_network.identities import SigningIdentity, identity_for, init_identities, load_consortium
 from hospital_node.pseudonyms import PseudonymTable
@@ -23,6 +23,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
 @pytest.fixture(scope="session")
 def exporter(scenario: Scenario) -> SigningIdentity:
     return identity_for(load_consortium(scenario.state_dir), "consortium", "admin")
+
+
+@pytest.fixture(scope="session")
+def exporter_ca_pem(scenario: Scenario) -> bytes:
+    """The CA certificate that issued the exporter's identity (the bundle carries it)."""
+    return org_ca_pem(scenario.state_dir, "consortium")
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from fabric_network.identities import init_identities
 from fabric_network.ledger import Ledger, open_ledger
 from hospital_node.config import NodeConfig, node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
+from tests.contracts.conftest import start_run, vouch
 
 PURPOSE = "HRESCH"
 RUN_ID = "run-demo-1"
@@ -43,17 +44,7 @@ def _round(consortium: Ledger, hospitals: dict[str, Ledger], number: int) -> Non
     participants = []
     for name, ledger in hospitals.items():
         snapshot = ledger.submit("ConsentContract:create_consent_snapshot", f"snap-{name}-{number}", PURPOSE, "").result
-        ledger.submit("PrivacyBudgetContract:charge_budget", PURPOSE, "1.0", RUN_ID, str(number))
-        participants.append(
-            {
-                "hospital": HOSPITALS[name],
-                "consent_snapshot_id": snapshot["snapshot_id"],
-                "consent_snapshot_root": snapshot["root"],
-                "epsilon_spent": 1.0,
-                "num_examples": snapshot["count"],
-                "update_sha256": digest(f"update {name} {number}"),
-            }
-        )
+        participants.append(vouch(ledger, RUN_ID, number, snapshot, digest(f"update {name} {number}"), PURPOSE, 1.0))
     consortium.submit(
         "LineageContract:record_round",
         RUN_ID,
@@ -80,8 +71,9 @@ def build_scenario(state_dir: Path, hospital_a_patients: list[str] | None = None
                 ledger.submit(
                     "ConsentContract:record_consent", pseudonym, PURPOSE, "research", "2020-01-01T00:00:00Z", ""
                 )
-        consortium.submit(
-            "LineageContract:register_run",
+        consortium.submit("GovernanceContract:init_members", list(HOSPITALS.values()))
+        start_run(
+            consortium,
             RUN_ID,
             {
                 "purpose": PURPOSE,
@@ -91,6 +83,7 @@ def build_scenario(state_dir: Path, hospital_a_patients: list[str] | None = None
                 "code_version": "0.1.0",
                 "rounds": 2,
             },
+            {hospital_a: "approve", hospital_b: "approve"},
         )
         hospital_a.submit(
             "AuditContract:append_audit_events",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import random
 import shutil
@@ -12,15 +15,33 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from compliance.bundle import MANIFEST, PROOFS, ExportFormat, export_bundle, verify_bundle
+from compliance.bundle import (
+    MANIFEST,
+    PROOFS,
+    ExportedEvent,
+    ExportFormat,
+    export_bundle,
+    fhir_event_problems,
+    verify_bundle,
+)
 from compliance.records import AuditRecord
 from fabric_network.identities import SigningIdentity
+from fabric_network.merkle import merkle_root
 
 NO_FILTERS: dict[str, str | None] = {"from": None, "to": None, "actor": None}
 
 
-def _export(records: list[AuditRecord], fmt: ExportFormat, out: Path, signer: SigningIdentity) -> Path:
-    export_bundle(records, fmt, out, signer, ledger_height=len(records), filters=NO_FILTERS)
+Signer = tuple[SigningIdentity, bytes]  # the exporting identity and the CA certificate that issued it
+
+
+@pytest.fixture(scope="session")
+def signer(exporter: SigningIdentity, exporter_ca_pem: bytes) -> Signer:
+    return exporter, exporter_ca_pem
+
+
+def _export(records: list[AuditRecord], fmt: ExportFormat, out: Path, signer: Signer) -> Path:
+    identity, ca_pem = signer
+    export_bundle(records, fmt, out, identity, ledger_height=len(records), filters=NO_FILTERS, signer_ca_pem=ca_pem)
     return out
 
 
@@ -40,10 +61,10 @@ def _edit_events(directory: Path, fmt: ExportFormat, edit: Callable[[list[Any]],
 
 @pytest.fixture(params=list(ExportFormat), ids=lambda f: f.value)
 def bundle(
-    request: pytest.FixtureRequest, tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity
+    request: pytest.FixtureRequest, tmp_path: Path, audit_records: list[AuditRecord], signer: Signer
 ) -> tuple[Path, ExportFormat]:
     fmt: ExportFormat = request.param
-    return _export(audit_records, fmt, tmp_path / f"export-{fmt.value}", exporter), fmt
+    return _export(audit_records, fmt, tmp_path / f"export-{fmt.value}", signer), fmt
 
 
 def test_a_fresh_export_verifies(bundle: tuple[Path, ExportFormat], consortium_cas: list[x509.Certificate]) -> None:
@@ -64,8 +85,9 @@ def test_flipping_any_byte_of_any_file_fails(
             tampered = bytearray(original)
             tampered[offset] ^= 0x01
             (directory / name).write_bytes(bytes(tampered))
-            result = verify_bundle(directory, consortium_cas)
-            assert not result.ok, f"flip at {name}:{offset} went unnoticed"
+            problems = verify_bundle(directory, consortium_cas).problems
+            # The cause names the damaged file: its digest differs, it no longer parses, or its signature fails.
+            assert any(name in problem for problem in problems), (name, offset, problems)
             (directory / name).write_bytes(original)
     assert verify_bundle(directory, consortium_cas).ok
 
@@ -128,11 +150,32 @@ def test_edited_event_is_named(bundle: tuple[Path, ExportFormat], consortium_cas
     ), problems
 
 
+def test_a_fabricated_event_is_named(bundle: tuple[Path, ExportFormat], consortium_cas: list[x509.Certificate]) -> None:
+    """An event written into the bundle after export, well-formed and with a fresh id, is refused and named."""
+    directory, fmt = bundle
+    forged_id = "evt-" + "f" * 28
+
+    def fabricate(units: list[Any]) -> None:
+        genuine = units[4]
+        original_id = _first_id(genuine, fmt)
+        if fmt == ExportFormat.FHIR:
+            forged = json.loads(json.dumps(genuine).replace(original_id, forged_id))
+        else:
+            forged = genuine.replace(original_id, forged_id)
+        units.insert(5, forged)
+
+    _edit_events(directory, fmt, fabricate)
+    problems = verify_bundle(directory, consortium_cas).problems
+    assert f"event {forged_id} was added: it is not part of the signed export" in problems, problems
+    assert f"{fmt.events_file} was changed after export (its SHA-256 differs from the manifest's)" in problems
+    assert any("does not match the manifest's" in p for p in problems), "the tree head must not cover it"
+
+
 def test_swapped_manifest_is_named(
-    tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity, consortium_cas: list[x509.Certificate]
+    tmp_path: Path, audit_records: list[AuditRecord], signer: Signer, consortium_cas: list[x509.Certificate]
 ) -> None:
-    first = _export(audit_records, ExportFormat.JSONL, tmp_path / "first", exporter)
-    second = _export(audit_records[:-1], ExportFormat.JSONL, tmp_path / "second", exporter)
+    first = _export(audit_records, ExportFormat.JSONL, tmp_path / "first", signer)
+    second = _export(audit_records[:-1], ExportFormat.JSONL, tmp_path / "second", signer)
     shutil.copy(second / MANIFEST, first / MANIFEST)
     problems = verify_bundle(first, consortium_cas).problems
     assert any("the manifest was swapped" in p for p in problems), problems
@@ -159,27 +202,120 @@ def test_consistency_between_successive_exports(
     fmt: ExportFormat,
     tmp_path: Path,
     audit_records: list[AuditRecord],
-    exporter: SigningIdentity,
+    signer: Signer,
     consortium_cas: list[x509.Certificate],
 ) -> None:
-    older = _export(audit_records[:9], fmt, tmp_path / "older", exporter)
-    newer = _export(audit_records, fmt, tmp_path / "newer", exporter)
+    older = _export(audit_records[:9], fmt, tmp_path / "older", signer)
+    newer = _export(audit_records, fmt, tmp_path / "newer", signer)
     result = verify_bundle(newer, consortium_cas, previous=older)
     assert result.ok, result.problems
 
     rewritten = list(audit_records)
     victim = rewritten[2]
     rewritten[2] = AuditRecord(**{**victim.__dict__, "purpose": "TREAT" if victim.purpose != "TREAT" else "HRESCH"})
-    forged = _export(rewritten, fmt, tmp_path / "forged", exporter)
+    forged = _export(rewritten, fmt, tmp_path / "forged", signer)
     assert verify_bundle(forged, consortium_cas).ok  # self-consistent on its own ...
     problems = verify_bundle(forged, consortium_cas, previous=older).problems  # ... but not with the past
     assert any(f"event {victim.event_id} (position 2) differs from the earlier export" in p for p in problems), problems
 
 
 def test_consistency_needs_both_exports_in_one_format(
-    tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity, consortium_cas: list[x509.Certificate]
+    tmp_path: Path, audit_records: list[AuditRecord], signer: Signer, consortium_cas: list[x509.Certificate]
 ) -> None:
-    older = _export(audit_records[:9], ExportFormat.JSONL, tmp_path / "older", exporter)
-    newer = _export(audit_records, ExportFormat.CSV, tmp_path / "newer", exporter)
+    older = _export(audit_records[:9], ExportFormat.JSONL, tmp_path / "older", signer)
+    newer = _export(audit_records, ExportFormat.CSV, tmp_path / "newer", signer)
     problems = verify_bundle(newer, consortium_cas, previous=older).problems
     assert problems == [f"--previous {older}: format jsonl differs from csv; export both in one format"]
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat), ids=lambda f: f.value)
+def test_an_independent_verifier_can_rebuild_every_leaf_from_the_documented_encoding(
+    fmt: ExportFormat, tmp_path: Path, audit_records: list[AuditRecord], signer: Signer
+) -> None:
+    """A regulator's own tool reads the events file as the manifest's `leaf_encoding` spells it (no CareFed code),
+    hashes each leaf per RFC 9162 and must find the bundle's leaf hashes and tree head; and the file says what the
+    ledger holds (every column, block number and detail)."""
+    directory = _export(audit_records, fmt, tmp_path / "export", signer)
+    text = (directory / fmt.events_file).read_text(encoding="utf-8")
+    if fmt == ExportFormat.FHIR:
+        leaves = [
+            json.dumps(e["resource"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            for e in json.loads(text)["entry"]
+        ]
+    else:
+        lines = text.split("\n")
+        assert lines[-1] == "", "the events file ends with one line end"
+        leaves = lines[1:-1] if fmt == ExportFormat.CSV else lines[:-1]
+    assert all("\r" not in leaf for leaf in leaves)
+    proofs = [json.loads(line) for line in (directory / PROOFS).read_text().splitlines()[1:]]
+    assert [p["leaf_hash"] for p in proofs] == [hashlib.sha256(b"\x00" + leaf.encode()).hexdigest() for leaf in leaves]
+    manifest = json.loads((directory / MANIFEST).read_text())
+    assert manifest["tree_head"] == merkle_root([leaf.encode() for leaf in leaves]).hex()
+    assert manifest["tree_size"] == len(audit_records)
+
+    if fmt == ExportFormat.CSV:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert rows == [record.to_row() for record in audit_records]
+    elif fmt == ExportFormat.JSONL:
+        values = [json.loads(leaf) for leaf in leaves]
+        assert [v["block_number"] for v in values] == [r.block_number for r in audit_records]
+        assert [v["detail"] for v in values] == [r.detail for r in audit_records]
+        assert [v["event_id"] for v in values] == [r.event_id for r in audit_records]
+    else:
+        assert [json.loads(leaf)["id"] for leaf in leaves] == [r.event_id for r in audit_records]
+
+
+def test_an_fhir_event_that_is_not_a_valid_audit_event_is_named(
+    tmp_path: Path, audit_records: list[AuditRecord], signer: Signer
+) -> None:
+    """The FHIR check runs on every event that carries a resource, names the event, and ignores CSV/JSONL events."""
+    directory = _export(audit_records[:3], ExportFormat.FHIR, tmp_path / "export", signer)
+    resources = [e["resource"] for e in json.loads((directory / ExportFormat.FHIR.events_file).read_text())["entry"]]
+    valid = ExportedEvent("ok", b"", resources[0])
+    missing_type = ExportedEvent("no-type", b"", {k: v for k, v in resources[1].items() if k != "type"})
+    not_balp = ExportedEvent("no-agent-who", b"", {**resources[2], "agent": [{"requestor": True}]})
+    rows = ExportedEvent("csv-row", b"a,b,c")
+    problems = fhir_event_problems([valid, missing_type, not_balp, rows])
+    assert [p.split(":", 1)[0] for p in problems if "no-type" in p] == ["event no-type"]
+    assert any(p.startswith("event no-type: not a valid FHIR AuditEvent (") for p in problems), problems
+    assert any(p.startswith("event no-agent-who: ") for p in problems), problems
+    assert not any("event ok" in p or "csv-row" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(("key", "value"), [("actor", "hospital-a"), ("from", "2026-01-01")])
+def test_consistency_needs_the_same_filters(
+    key: str,
+    value: str,
+    tmp_path: Path,
+    audit_records: list[AuditRecord],
+    signer: Signer,
+    consortium_cas: list[x509.Certificate],
+) -> None:
+    """Two exports of differently filtered streams cannot prove a prefix relation: the differing filter is named
+    with both values, whichever side carries it."""
+    identity, ca_pem = signer
+    filtered = {**NO_FILTERS, key: value}
+    older = tmp_path / "older"
+    export_bundle(audit_records[:5], ExportFormat.JSONL, older, identity, 5, filtered, ca_pem)
+    newer = _export(audit_records, ExportFormat.JSONL, tmp_path / "newer", signer)
+    assert verify_bundle(newer, consortium_cas, previous=older).problems == [
+        f"--previous {older}: filter --{key} differs ({value} vs None)"
+    ]
+    newest = tmp_path / "newest"
+    export_bundle(audit_records, ExportFormat.JSONL, newest, identity, len(audit_records), filtered, ca_pem)
+    assert verify_bundle(newest, consortium_cas, previous=older).ok
+    assert verify_bundle(newest, consortium_cas, previous=newer).problems == [
+        f"--previous {newer}: filter --{key} differs (None vs {value})"
+    ]
+
+
+def test_a_re_export_of_the_same_events_is_consistent_and_a_longer_previous_is_not(
+    tmp_path: Path, audit_records: list[AuditRecord], signer: Signer, consortium_cas: list[x509.Certificate]
+) -> None:
+    first = _export(audit_records, ExportFormat.CSV, tmp_path / "first", signer)
+    again = _export(audit_records, ExportFormat.CSV, tmp_path / "again", signer)
+    assert verify_bundle(again, consortium_cas, previous=first).ok
+    shorter = _export(audit_records[:-1], ExportFormat.CSV, tmp_path / "shorter", signer)
+    assert verify_bundle(shorter, consortium_cas, previous=first).problems == [
+        f"--previous {first} has {len(audit_records)} events, more than this export's {len(audit_records) - 1}"
+    ]

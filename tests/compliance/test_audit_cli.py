@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from carefed.cli import app
 from compliance.bundle import MANIFEST
+from fabric_network.identities import init_identities
 from tests.compliance.scenario import Scenario
 
 runner = CliRunner()
@@ -30,7 +31,7 @@ def test_export_then_verify_offline_with_the_consortium_cas(state_dir: Path, tmp
         app, ["audit", "export", "--format", "fhir", "--out", str(out), "--state-dir", str(state_dir)]
     )
     assert result.exit_code == 0, result.output
-    assert "exported 31 events (fhir)" in result.output
+    assert "exported 39 events (fhir)" in result.output
     cas = tmp_path / "cas"
     cas.mkdir()
     for ca_cert in (state_dir / "crypto").rglob("ca/*-cert.pem"):
@@ -38,7 +39,51 @@ def test_export_then_verify_offline_with_the_consortium_cas(state_dir: Path, tmp
     shutil.rmtree(state_dir)  # offline: the verifier has the bundle and the CA certificates, nothing else
     result = runner.invoke(app, ["audit", "verify", str(out), "--ca", str(cas)])
     assert result.exit_code == 0, result.output
-    assert "31 events" in result.output
+    assert "39 events" in result.output
+
+
+def _fingerprint(output: str) -> str:
+    (line,) = [line for line in output.splitlines() if line.startswith("consortium CA fingerprint (SHA-256) ")]
+    return line.rsplit(" ", 1)[1]
+
+
+def test_a_regulator_verifies_with_the_bundle_and_the_fingerprint_only(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "export"
+    result = runner.invoke(app, ["audit", "export", "--out", str(out), "--state-dir", str(state_dir)])
+    assert result.exit_code == 0, result.output
+    fingerprint = _fingerprint(result.output)
+    outsiders = tmp_path / "outsiders"
+    init_identities(outsiders, ["hospital-a"])  # another consortium, with its own CAs
+    foreign = tmp_path / "foreign"
+    result = runner.invoke(app, ["audit", "export", "--out", str(foreign), "--state-dir", str(outsiders)])
+    assert result.exit_code == 0, result.output
+    regulator = tmp_path / "regulator"  # a machine with the bundles and nothing else: no state dir at all
+    regulator.mkdir()
+    shutil.copytree(out, regulator / "bundle")
+    shutil.copytree(foreign, regulator / "foreign")
+    monkeypatch.chdir(regulator)
+
+    result = runner.invoke(app, ["audit", "verify", "bundle", "--ca-fingerprint", fingerprint.upper()])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["audit", "verify", "bundle"])  # nothing to trust: says what to give
+    assert result.exit_code == 1 and "--ca-fingerprint" in result.output
+    assert not (regulator / ".carefed").exists()
+
+    result = runner.invoke(app, ["audit", "verify", "foreign", "--ca-fingerprint", fingerprint])
+    assert result.exit_code == 1
+    assert "not under the pinned consortium CA" in result.output and fingerprint in result.output
+
+    events = regulator / "bundle" / "events.jsonl"
+    data = bytearray(events.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in one byte
+    events.write_bytes(bytes(data))
+    result = runner.invoke(app, ["audit", "verify", "bundle", "--ca-fingerprint", fingerprint, "--json"])
+    assert result.exit_code == 1
+    verdict = json.loads(result.output)
+    assert verdict["ok"] is False
+    assert "events.jsonl was changed after export (its SHA-256 differs from the manifest's)" in verdict["problems"]
 
 
 def test_the_export_is_itself_audited_and_the_next_export_is_consistent(state_dir: Path, tmp_path: Path) -> None:
@@ -74,7 +119,7 @@ def test_bad_arguments_are_named(state_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["audit", "export", "--format", "xml", "--out", str(tmp_path / "x"), "--state-dir", str(state_dir)]
     )
-    assert result.exit_code == 1 and "--format 'xml': use csv, jsonl or fhir" in result.output
+    assert result.exit_code == 2 and "'xml' is not one of 'csv', 'jsonl', 'fhir'" in result.output
     result = runner.invoke(
         app, ["audit", "export", "--from", "yesterday", "--out", str(tmp_path / "y"), "--state-dir", str(state_dir)]
     )
@@ -85,6 +130,8 @@ def test_bad_arguments_are_named(state_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "not empty" in result.output
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     result = runner.invoke(app, ["audit", "verify", str(tmp_path / "nothing-here"), "--state-dir", str(state_dir)])
+    assert result.exit_code == 1 and "is not a directory" in result.output
+    result = runner.invoke(app, ["audit", "verify", str(tmp_path / "full"), "--state-dir", str(state_dir)])
     assert result.exit_code == 1 and "no manifest.json" in result.output
 
 

@@ -1,4 +1,4 @@
-"""`carefed node forget MRN`: the hospital forgets the MRN, the ledger records the erasure by pseudonym only."""
+"""`carefed node forget` (MRN on stdin): the hospital forgets the MRN; the ledger records the erasure by pseudonym."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ def _access(scenario: Scenario, mrn: str) -> tuple[int, str]:
             "report",
             "access",
             "--mrn",
-            mrn,
             "--hospital",
             "hospital-a",
             "--format",
@@ -27,6 +26,7 @@ def _access(scenario: Scenario, mrn: str) -> tuple[int, str]:
             "--state-dir",
             str(scenario.state_dir),
         ],
+        input=mrn + "\n",
     )
     return result.exit_code, result.output
 
@@ -42,7 +42,7 @@ def test_forget_unlinks_the_mrn_and_records_the_erasure_without_it(
     assert code == 0 and f'"run_id": "{RUN_ID}"' in output and '"round": 2' not in output.split('"model_versions"')[0]
 
     result = runner.invoke(
-        app, ["node", "forget", withdrawn_mrn, "--hospital", "hospital-a", "--state-dir", str(scenario.state_dir)]
+        app, ["node", "forget", "--hospital", "hospital-a", "--state-dir", str(scenario.state_dir)], input=withdrawn_mrn
     )
     assert result.exit_code == 0, result.output
     assert withdrawn_mrn not in result.output
@@ -62,12 +62,12 @@ def test_forget_unlinks_the_mrn_and_records_the_erasure_without_it(
 def test_forgetting_twice_or_an_unknown_mrn_is_a_named_error(node_scenario: tuple[Scenario, PseudonymTable]) -> None:
     scenario, table = node_scenario
     args = ["--hospital", "hospital-a", "--state-dir", str(scenario.state_dir)]
-    assert runner.invoke(app, ["node", "forget", MRNS[0], *args]).exit_code == 0
-    again = runner.invoke(app, ["node", "forget", MRNS[0], *args])
+    assert runner.invoke(app, ["node", "forget", *args], input=MRNS[0]).exit_code == 0
+    again = runner.invoke(app, ["node", "forget", *args], input=MRNS[0])
     assert again.exit_code == 1 and "has no pseudonym for this patient" in again.output
     assert table.lookup(MRNS[2]) is not None  # the others are untouched
     wrong = runner.invoke(
-        app, ["node", "forget", MRNS[2], "--hospital", "hospital-z", "--state-dir", str(scenario.state_dir)]
+        app, ["node", "forget", "--hospital", "hospital-z", "--state-dir", str(scenario.state_dir)], input=MRNS[2]
     )
     assert wrong.exit_code == 1 and "--hospital hospital-z" in wrong.output and "carefed node init" in wrong.output
     assert table.lookup(MRNS[2]) is not None

@@ -20,10 +20,13 @@ from fabric_network.identities import SigningIdentity
 
 @pytest.fixture(scope="module")
 def fhir_events(
-    tmp_path_factory: pytest.TempPathFactory, audit_records: list[AuditRecord], exporter: SigningIdentity
+    tmp_path_factory: pytest.TempPathFactory,
+    audit_records: list[AuditRecord],
+    exporter: SigningIdentity,
+    exporter_ca_pem: bytes,
 ) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("fhir") / "export"
-    export_bundle(audit_records, ExportFormat.FHIR, out, exporter, len(audit_records), {})
+    export_bundle(audit_records, ExportFormat.FHIR, out, exporter, len(audit_records), {}, exporter_ca_pem)
     bundle = Bundle.model_validate_json((out / ExportFormat.FHIR.events_file).read_text())
     assert bundle.type == "collection"
     return [json.loads(entry.resource.model_dump_json(exclude_none=True)) for entry in bundle.entry]
@@ -79,10 +82,10 @@ def test_an_unknown_balp_profile_is_named(fhir_events: list[dict[str, Any]]) -> 
 
 
 def test_verify_reports_a_broken_profile_in_a_signed_bundle(
-    tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity
+    tmp_path: Path, audit_records: list[AuditRecord], exporter: SigningIdentity, exporter_ca_pem: bytes
 ) -> None:
     out = tmp_path / "export"
-    export_bundle(audit_records, ExportFormat.FHIR, out, exporter, len(audit_records), {})
+    export_bundle(audit_records, ExportFormat.FHIR, out, exporter, len(audit_records), {}, exporter_ca_pem)
     bundle = json.loads((out / ExportFormat.FHIR.events_file).read_text())
     resource = next(e["resource"] for e in bundle["entry"] if "meta" in e["resource"])
     resource["action"] = "X"

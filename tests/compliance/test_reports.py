@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,12 @@ def test_consent_coverage_counts_the_withdrawal(scenario: Scenario) -> None:
 
 def test_privacy_budget_per_hospital_purpose_and_run(scenario: Scenario) -> None:
     with scenario.ledger() as ledger:
-        budgets = privacy_budget_report(ledger)["budgets"]
-    hospital_a = next(b for b in budgets if b["hospital"] == "HospitalAMSP")
+        report = privacy_budget_report(ledger)
+    hospital_a = next(b for b in report["budgets"] if b["hospital"] == "HospitalAMSP")
     assert (hospital_a["spent"], hospital_a["remaining"], hospital_a["per_run"]) == (2.0, 8.0, {RUN_ID: 2.0})
+    # For people: ε to three decimals and the per-run charges as `run: ε`, never a dict repr or 16 digits.
+    assert f"| HospitalAMSP | HRESCH | 10.000 | 2.000 | 8.000 | {RUN_ID}: 2.000 |" in to_markdown(report)
+    assert "{" not in to_markdown(report)
 
 
 def test_disclosures_are_accounted_with_recipient_and_purpose(scenario: Scenario) -> None:
@@ -104,3 +108,69 @@ def _lineage(scenario: Scenario) -> dict[str, object]:
     with scenario.ledger() as ledger:
         result: dict[str, object] = ledger.evaluate("LineageContract:get_model_lineage", MODEL_ID)
     return result
+
+
+def test_recompute_repeats_every_charge_from_the_ledger(scenario: Scenario) -> None:
+    """The scenario's hospitals charged 1.0 per round for a mechanism worth < 0.01: overstated, never understated."""
+    with scenario.ledger() as ledger:
+        report = privacy_budget_report(ledger, recompute=True)
+    rows = [r for r in report["recomputed"] if r["run_id"] == RUN_ID]
+    assert [(r["hospital"], r["round"]) for r in rows] == [
+        ("HospitalAMSP", 1),
+        ("HospitalAMSP", 2),
+        ("HospitalBMSP", 1),
+        ("HospitalBMSP", 2),
+    ]
+    assert all(0 < r["recomputed"] < 0.01 and r["difference"] > 0.99 and not r["understated"] for r in rows)
+    assert not report["recompute_summary"]["agree_to_1e-6"] and report["recompute_summary"]["understated"] == 0
+    assert "charges recomputed with carefed-rdp 1" in to_markdown(report)
+
+
+def test_credit_of_a_model_per_hospital(scenario: Scenario, tmp_path: Path) -> None:
+    state = ["--state-dir", str(scenario.state_dir)]
+    out, chart = tmp_path / "credit.json", tmp_path / "credit.png"
+    result = runner.invoke(
+        app, ["report", "credit", MODEL_ID, "--format", "json", "--out", str(out), "--chart", str(chart), *state]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    rows = {r["hospital"]: r for r in report["contributors"]}
+    assert set(rows) == {"HospitalAMSP", "HospitalBMSP"}
+    assert rows["HospitalAMSP"]["rounds"] == 2 and rows["HospitalAMSP"]["epsilon"] == 2.0
+    # hospital-a trained on 4 then 3 patients (one withdrew), hospital-b on 3 and 3.
+    assert rows["HospitalAMSP"]["example_rounds"] == 7 and rows["HospitalBMSP"]["example_rounds"] == 6
+    assert abs(rows["HospitalAMSP"]["data_share"] - 7 / 13) < 1e-12
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    markdown = runner.invoke(app, ["report", "credit", MODEL_ID, *state])
+    assert "data_share" in markdown.output and "What each score reveals" in markdown.output
+    refused = runner.invoke(app, ["report", "credit", "no-such-model", *state])
+    assert refused.exit_code != 0 and "MODEL" in refused.output
+
+
+#: Every compliance command that opens the ledger, with the arguments it needs on the scenario.
+LEDGER_COMMANDS: dict[str, list[str]] = {
+    "audit export": ["--out", "{tmp}/export"],
+    "report access": ["{withdrawn}"],
+    "report disclosures": [],
+    "report consent-coverage": [RUN_ID],
+    "report privacy-budget": [],
+    "report credit": [MODEL_ID],
+    "report lineage": [MODEL_ID, "--out", "{tmp}/lineage"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(LEDGER_COMMANDS))
+def test_backend_option_chooses_the_ledger_like_the_ledger_commands(
+    command: str, scenario: Scenario, tmp_path: Path
+) -> None:
+    """`--backend` beats CAREFED_LEDGER_BACKEND, and `--backend fabric` really opens the Fabric backend (here:
+    refused by name, this state dir has no Fabric network) instead of silently reading the embedded ledger."""
+    state = tmp_path / "state"
+    shutil.copytree(scenario.state_dir, state)  # audit export records itself on the ledger
+    values = {"tmp": str(tmp_path), "withdrawn": scenario.withdrawn}
+    args = [*command.split(), *(a.format(**values) for a in LEDGER_COMMANDS[command]), "--state-dir", str(state)]
+    chosen = runner.invoke(app, [*args, "--backend", "embedded"], env={"CAREFED_LEDGER_BACKEND": "fabric"})
+    assert chosen.exit_code == 0, chosen.output
+    refused = runner.invoke(app, [*args, "--backend", "fabric"], env={"CAREFED_LEDGER_BACKEND": "embedded"})
+    assert refused.exit_code == 1 and "no Fabric network here; run `carefed fabric up`" in refused.output
+    assert "Traceback" not in refused.output

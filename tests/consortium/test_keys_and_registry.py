@@ -40,19 +40,25 @@ def test_aggregator_guard_refuses_hospital_key_material(tmp_path: Path) -> None:
         f"""
         from pathlib import Path
         from consortium.keys import forbid_secret_reads, SecretKeyAccessDenied
-        opened = forbid_secret_reads(Path({str(tmp_path)!r}))
+        guard = forbid_secret_reads(Path({str(tmp_path)!r}))
         Path({str(public_context_path(tmp_path))!r}).read_bytes()
+        print("denied before", guard.denied)
         for target in ({str(secret_context_path(tmp_path, "hospital-a"))!r}, {str(tmp_path / "nodes")!r} + "/x"):
             try:
                 open(target, "rb")
             except SecretKeyAccessDenied as exc:
                 print("refused", exc)
-        print("opened", opened)
+        print("denied", guard.denied)
+        print("opened", guard.opened)
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    *_, denied_before, _, _, denied, opened = result.stdout.splitlines()
+    assert denied_before == "denied before []", "reading the public context is no attempt at key material"
     assert result.stdout.count("refused the aggregator may not read hospital key material") == 2
-    assert "public.ctx" in result.stdout.splitlines()[-1] and "he-secret" not in result.stdout.splitlines()[-1]
+    # The control for the federated run's "no attempt" check: an attempt is caught AND recorded.
+    assert "he-secret.ctx" in denied and "/nodes/x" in denied
+    assert "public.ctx" in opened and "he-secret" not in opened
 
 
 class _LedgerView:

@@ -2,12 +2,14 @@
 
 The suite under tests/contracts/ talks to the ledger only through the `Ledger` interface, so it runs unchanged
 on any backend that can hand out ledgers signed by the consortium's identities. A backend is a context manager
-factory: given an empty directory, it sets up a consortium of (at least) the hospitals ``HOSPITALS`` plus the
-consortium org, yields a :class:`LedgerNetwork`, and tears everything down on exit.
+factory: given an empty directory (for a ``SHARED`` backend, the running network's), it sets up a consortium
+of (at least) the hospitals ``HOSPITALS`` plus the consortium org, yields a :class:`LedgerNetwork`, and tears
+everything down on exit.
 
 To run the suite on another backend (e.g. a real Fabric network): write such a factory (start the network on
 free ports, return ledgers opened with ``open_ledger(backend="fabric", …)``), add it to ``BACKENDS`` below, and
-select it with ``CAREFED_CONTRACT_BACKENDS=fabric`` (comma-separated for several; default ``embedded``).
+select it with ``CAREFED_CONTRACT_BACKENDS=fabric`` (comma-separated for several). The default is ``embedded``,
+plus ``fabric`` wherever the Fabric binaries are installed (or ``CAREFED_REQUIRE_FABRIC=1`` demands them).
 The network is session-scoped: tests never assume an empty ledger and use fresh random ids.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from fabric_network.identities import init_identities, msp_id_for
 from fabric_network.ledger import Ledger, open_ledger
 
-HOSPITALS = ("hospital-a", "hospital-b")
+HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")  # three: majority rules need an odd one out
 
 
 @dataclass
@@ -62,22 +64,20 @@ def embedded_network(directory: Path) -> Iterator[LedgerNetwork]:
 
 @contextmanager
 def fabric_network(directory: Path) -> Iterator[LedgerNetwork]:
-    """A real Fabric network (`carefed fabric up` on free ports), ledgers through each org's gateway peer."""
-    from tests.fabric.live import running_network
-
-    with running_network(directory, HOSPITALS):
-        network = LedgerNetwork(
-            "fabric",
-            directory,
-            lambda org, role: open_ledger(backend="fabric", state_dir=directory, org=org, role=role),
-        )
-        try:
-            yield network
-        finally:
-            network.close()
+    """The session's real Fabric network in ``directory`` (``SHARED``), ledgers through each org's gateway peer."""
+    network = LedgerNetwork(
+        "fabric", directory, lambda org, role: open_ledger(backend="fabric", state_dir=directory, org=org, role=role)
+    )
+    try:
+        yield network
+    finally:
+        network.close()
 
 
 BACKENDS: dict[str, Callable[[Path], AbstractContextManager[LedgerNetwork]]] = {
     "embedded": embedded_network,
     "fabric": fabric_network,
 }
+# Backends whose network the whole test session shares, by the fixture that runs it (its state directory is
+# what the factory gets); the others get an empty directory of their own.
+SHARED = {"fabric": "live_fabric"}

@@ -11,11 +11,20 @@ import pytest
 
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import ContractRejected, Ledger
-from tests.contracts.backends import BACKENDS, LedgerNetwork
+from tests.contracts.backends import BACKENDS, HOSPITALS, SHARED, LedgerNetwork
+from tests.fabric.live import fabric_installed
+
+
+def _default_backends() -> str:
+    """``embedded``, plus ``fabric`` wherever Fabric is installed or CAREFED_REQUIRE_FABRIC=1 demands it."""
+    if fabric_installed() or os.environ.get("CAREFED_REQUIRE_FABRIC") == "1":
+        return "embedded,fabric"
+    return "embedded"
 
 
 def _selected_backends() -> list[str]:
-    names = [n.strip() for n in os.environ.get("CAREFED_CONTRACT_BACKENDS", "embedded").split(",") if n.strip()]
+    selected = os.environ.get("CAREFED_CONTRACT_BACKENDS") or _default_backends()
+    names = [n.strip() for n in selected.split(",") if n.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
         raise pytest.UsageError(f"CAREFED_CONTRACT_BACKENDS: unknown backend(s) {unknown}; known: {sorted(BACKENDS)}")
@@ -24,7 +33,10 @@ def _selected_backends() -> list[str]:
 
 @pytest.fixture(scope="session", params=_selected_backends())
 def network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerNetwork]:
-    with BACKENDS[request.param](tmp_path_factory.mktemp(f"ledger-{request.param}")) as running:
+    name = request.param
+    shared = SHARED.get(name)
+    directory = request.getfixturevalue(shared) if shared else tmp_path_factory.mktemp(f"ledger-{name}")
+    with BACKENDS[name](directory) as running:
         yield running
 
 
@@ -39,8 +51,75 @@ def hospital_b(network: LedgerNetwork) -> Ledger:
 
 
 @pytest.fixture(scope="session")
+def hospital_c(network: LedgerNetwork) -> Ledger:
+    return network.ledger("hospital-c")
+
+
+@pytest.fixture(scope="session")
 def consortium(network: LedgerNetwork) -> Ledger:
     return network.ledger("consortium")
+
+
+@pytest.fixture(scope="session")
+def governed(network: LedgerNetwork, consortium: Ledger) -> list[str]:
+    """The three hospitals are the consortium's members, each with a research (HRESCH) ε limit; their MSP ids."""
+    members = [network.msp_id(h) for h in HOSPITALS]
+    if not consortium.evaluate("GovernanceContract:read_members")["hospitals"]:
+        consortium.submit("GovernanceContract:init_members", members)
+    for msp in members:
+        consortium.submit("PrivacyBudgetContract:set_budget_limit", msp, "HRESCH", 100)
+    return members
+
+
+def start_run(consortium: Ledger, run_id: str, spec: dict[str, Any], voters: dict[Ledger, str]) -> dict[str, Any]:
+    """Propose a run, let each hospital ledger in `voters` cast its vote, start it; returns the started run."""
+    consortium.submit("LineageContract:register_run", run_id, spec)
+    for ledger, vote in voters.items():
+        ledger.submit("LineageContract:vote_run", run_id, vote)
+    return consortium.submit("LineageContract:start_run", run_id).result
+
+
+def vouch(
+    ledger: Ledger,
+    run_id: str,
+    number: int,
+    snapshot: dict[str, Any],
+    update_sha256: str,
+    purpose: str = "HRESCH",
+    epsilon: float = 0.5,
+) -> dict[str, Any]:
+    """A hospital charges its ε and records its update for a round, as a node does before sending; returns the
+    round record's participant entry that references exactly that."""
+    charge = ledger.submit("PrivacyBudgetContract:charge_budget", purpose, epsilon, run_id, number, QUIET_MECHANISM)
+    update = {
+        "round": number,
+        "update_sha256": update_sha256,
+        "consent_snapshot_id": snapshot["snapshot_id"],
+        "consent_snapshot_root": snapshot["root"],
+        "charge_tx_id": charge.tx_id,
+    }
+    ledger.submit("LineageContract:record_update", run_id, update)
+    return {
+        "hospital": ledger.msp_id,
+        "consent_snapshot_id": snapshot["snapshot_id"],
+        "consent_snapshot_root": snapshot["root"],
+        "epsilon_spent": epsilon,
+        "num_examples": snapshot["count"],
+        "update_sha256": update_sha256,
+    }
+
+
+#: A budget charge's mechanism whose ε is tiny (< 0.004), so a test's claimed ε overstates it and passes the
+#: contract's recomputation; tests of the recomputation build their own.
+QUIET_MECHANISM = {
+    "accountant": "carefed-rdp",
+    "accountant_version": "1",
+    "noise_multiplier": 50.0,
+    "sample_rate": 0.01,
+    "steps": 10,
+    "max_grad_norm": 1.0,
+    "delta": 1e-5,
+}
 
 
 def new_pseudonym() -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fabric_network.ledger import Ledger
-from tests.contracts.conftest import new_id, new_pseudonym
+from tests.contracts.conftest import QUIET_MECHANISM, new_pseudonym
 
 PSEUDONYM = new_pseudonym()
 T0 = "2026-01-01T00:00:00Z"
@@ -24,6 +24,7 @@ GOOD_EVENT = {
 }
 GOOD_ROUND = {"round": 1, "participants": [], "model_sha256": "0" * 64}
 
+CHARGE = "PrivacyBudgetContract:charge_budget"
 # (who, function, args, field the error must name)
 BAD_CALLS: list[tuple[str, str, tuple[Any, ...], str]] = [
     ("hospital-a", RECORD, ("ABC", "HRESCH", "research", T0, ""), "pseudonym"),
@@ -47,10 +48,10 @@ BAD_CALLS: list[tuple[str, str, tuple[Any, ...], str]] = [
     ("hospital-a", "ConsentContract:create_consent_snapshot", ("snap 1", "HRESCH", ""), "snapshot_id"),
     ("hospital-a", "ConsentContract:create_consent_snapshot", ("snap-1", "HRESCH", "[1]"), "pseudonyms[0]"),
     ("hospital-a", "ConsentContract:create_consent_snapshot", ("snap-1", "HRESCH", "not json"), "pseudonyms"),
-    ("hospital-a", "PrivacyBudgetContract:charge_budget", ("HRESCH", "-1", "run-a", "1"), "epsilon"),
-    ("hospital-a", "PrivacyBudgetContract:charge_budget", ("HRESCH", "nan", "run-a", "1"), "epsilon"),
-    ("hospital-a", "PrivacyBudgetContract:charge_budget", ("HRESCH", "0.1", "run-a", "first"), "round_number"),
-    ("hospital-a", "PrivacyBudgetContract:charge_budget", ("HRESCH", "0.1", "MRN:00123456", "1"), "run_id"),
+    ("hospital-a", CHARGE, ("HRESCH", "-1", "run-a", "1", QUIET_MECHANISM), "epsilon"),
+    ("hospital-a", CHARGE, ("HRESCH", "nan", "run-a", "1", QUIET_MECHANISM), "epsilon"),
+    ("hospital-a", CHARGE, ("HRESCH", "0.1", "run-a", "first", QUIET_MECHANISM), "round_number"),
+    ("hospital-a", CHARGE, ("HRESCH", "0.1", "MRN:00123456", "1", QUIET_MECHANISM), "run_id"),
     ("consortium", "PrivacyBudgetContract:set_budget_limit", ("Hospital A", "HRESCH", "1"), "hospital"),
     ("consortium", "PrivacyBudgetContract:set_budget_limit", ("HospitalAMSP", "HRESCH", "1e9"), "epsilon_limit"),
     ("consortium", "LineageContract:register_run", ("run-x", "{}"), "spec.purpose"),
@@ -103,6 +104,7 @@ def test_a_refused_write_leaves_the_record_as_it_was(hospital_a: Ledger, refused
 def test_read_only_functions_cannot_be_submitted(hospital_a: Ledger) -> None:
     from fabric_network.ledger import LedgerError
 
+    height = hospital_a.height()
     with pytest.raises(LedgerError, match="read-only"):
         hospital_a.submit("AuditContract:query_audit", "{}")
-    assert new_id("x") != new_id("x")
+    assert hospital_a.height() == height, "a refused read-only submit must not commit a block"

@@ -83,12 +83,14 @@ def test_the_consortium_cannot_record_consents(consortium: Ledger, refused: Call
 
 
 def test_validity_period_bounds_activity(hospital_a: Ledger) -> None:
+    """Fixed instants on both sides of the end of validity: the outcome does not depend on today's date."""
     expired, current = new_pseudonym(), new_pseudonym()
     _grant(hospital_a, expired, valid_until="2026-02-01T00:00:00Z")
     _grant(hospital_a, current)
-    assert expired in _active(hospital_a, "HospitalAMSP", at="2026-01-15T00:00:00Z")
-    now = _active(hospital_a, "HospitalAMSP")
-    assert expired not in now and current in now
+    before = _active(hospital_a, "HospitalAMSP", at="2026-01-31T23:59:59Z")
+    assert expired in before and current in before
+    after = _active(hospital_a, "HospitalAMSP", at="2026-02-01T00:00:00Z")
+    assert expired not in after and current in after
 
 
 def test_consent_history_lists_every_version(hospital_a: Ledger) -> None:

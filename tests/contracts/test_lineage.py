@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fabric_network.ledger import Ledger
-from tests.contracts.conftest import new_id, new_pseudonym
+from tests.contracts.conftest import new_id, new_pseudonym, start_run, vouch
 
 
 def _sha(text: str) -> str:
@@ -32,19 +32,13 @@ def _snapshot(ledger: Ledger) -> dict[str, Any]:
     return ledger.submit("ConsentContract:create_consent_snapshot", new_id("snap"), "HRESCH", [pseudonym]).result
 
 
-def _round(number: int, snapshots: dict[str, dict[str, Any]], run_id: str) -> dict[str, Any]:
+def _round(number: int, snapshots: dict[str, tuple[Ledger, dict[str, Any]]], run_id: str) -> dict[str, Any]:
+    """Each hospital vouches for its update of the round; the round record references exactly those."""
     return {
         "round": number,
         "participants": [
-            {
-                "hospital": hospital,
-                "consent_snapshot_id": snap["snapshot_id"],
-                "consent_snapshot_root": snap["root"],
-                "epsilon_spent": 0.5,
-                "num_examples": 120,
-                "update_sha256": _sha(f"{run_id}-{hospital}-{number}"),
-            }
-            for hospital, snap in snapshots.items()
+            vouch(ledger, run_id, number, snap, _sha(f"{run_id}-{hospital}-{number}"))
+            for hospital, (ledger, snap) in snapshots.items()
         ],
         "model_sha256": _sha(f"{run_id}-model-{number}"),
         "metrics": {"auc": 0.9 + number / 100},
@@ -52,10 +46,15 @@ def _round(number: int, snapshots: dict[str, dict[str, Any]], run_id: str) -> di
 
 
 @pytest.fixture
-def run_with_snapshots(consortium: Ledger, hospital_a: Ledger, hospital_b: Ledger) -> tuple[str, dict[str, Any]]:
+def run_with_snapshots(
+    consortium: Ledger, hospital_a: Ledger, hospital_b: Ledger, governed: list[str]
+) -> tuple[str, dict[str, Any]]:
     run_id = new_id("run")
-    consortium.submit("LineageContract:register_run", run_id, RUN_SPEC)
-    return run_id, {"HospitalAMSP": _snapshot(hospital_a), "HospitalBMSP": _snapshot(hospital_b)}
+    start_run(consortium, run_id, RUN_SPEC, {hospital_a: "approve", hospital_b: "approve"})
+    return run_id, {
+        "HospitalAMSP": (hospital_a, _snapshot(hospital_a)),
+        "HospitalBMSP": (hospital_b, _snapshot(hospital_b)),
+    }
 
 
 def test_lineage_of_a_model_lists_every_round(consortium: Ledger, run_with_snapshots) -> None:
@@ -78,7 +77,7 @@ def test_lineage_of_a_model_lists_every_round(consortium: Ledger, run_with_snaps
     assert [r["round"] for r in lineage["rounds"]] == [1, 2, 3]
     assert lineage["run"]["dp"]["epsilon"] == 3.0 and lineage["model"]["sha256"] == _sha(f"{run_id}-model-3")
     roots = {p["hospital"]: p["consent_snapshot_root"] for p in lineage["rounds"][0]["participants"]}
-    assert roots == {h: s["root"] for h, s in snapshots.items()}
+    assert roots == {h: s["root"] for h, (_, s) in snapshots.items()}
     assert any(m["model_id"] == model_id for m in consortium.evaluate("LineageContract:list_models"))
 
 
@@ -86,13 +85,37 @@ def test_round_must_point_at_real_snapshots(
     consortium: Ledger, run_with_snapshots, refused: Callable[..., str]
 ) -> None:
     run_id, snapshots = run_with_snapshots
-    forged = _round(1, snapshots, run_id)
-    forged["participants"][1]["consent_snapshot_root"] = _sha("forged")
     record_round = "LineageContract:record_round"
+    vouched = _round(1, snapshots, run_id)
+    forged = {**vouched, "participants": [dict(p) for p in vouched["participants"]]}
+    forged["participants"][1]["consent_snapshot_root"] = _sha("forged")
     assert "participants[1].consent_snapshot_root" in refused(consortium, record_round, run_id, forged)
-    swapped = _round(1, snapshots, run_id)
-    swapped["participants"][0]["consent_snapshot_id"] = snapshots["HospitalBMSP"]["snapshot_id"]
+    swapped = {**vouched, "participants": [dict(p) for p in vouched["participants"]]}
+    swapped["participants"][0]["consent_snapshot_id"] = snapshots["HospitalBMSP"][1]["snapshot_id"]
     assert "participants[0].consent_snapshot_id" in refused(consortium, record_round, run_id, swapped)
+
+
+def test_a_substituted_update_hash_is_refused_naming_the_hospital(
+    consortium: Ledger, run_with_snapshots, refused: Callable[..., str]
+) -> None:
+    """The consortium cannot put an update into a round that its hospital did not vouch for."""
+    run_id, snapshots = run_with_snapshots
+    vouched = _round(1, snapshots, run_id)
+    substituted = {**vouched, "participants": [dict(p) for p in vouched["participants"]]}
+    substituted["participants"][1]["update_sha256"] = _sha("the aggregator's own update")
+    message = refused(consortium, "LineageContract:record_round", run_id, substituted)
+    assert "participants[1].update_sha256: differs from what HospitalBMSP recorded for round 1" in message
+    overstated = {**vouched, "participants": [dict(p) for p in vouched["participants"]]}
+    overstated["participants"][0]["epsilon_spent"] = 0.25
+    assert "HospitalAMSP's ε charge" in refused(consortium, "LineageContract:record_round", run_id, overstated)
+    unvouched = _round(2, {"HospitalAMSP": snapshots["HospitalAMSP"]}, run_id)
+    unvouched["participants"].append({**vouched["participants"][1], "update_sha256": _sha("never recorded")})
+    assert "HospitalBMSP recorded no update for round 2" in refused(
+        consortium, "LineageContract:record_round", run_id, unvouched
+    )
+    consortium.submit("LineageContract:record_round", run_id, vouched)
+    recorded = consortium.evaluate("LineageContract:read_update", run_id, "1", "HospitalBMSP")
+    assert recorded["update_sha256"] == vouched["participants"][1]["update_sha256"]
 
 
 def test_model_hash_must_match_its_round(consortium: Ledger, run_with_snapshots, refused: Callable[..., str]) -> None:
@@ -102,5 +125,5 @@ def test_model_hash_must_match_its_round(consortium: Ledger, run_with_snapshots,
     assert "model.sha256" in refused(consortium, "LineageContract:register_model", new_id("model"), bad)
 
 
-def test_only_the_consortium_records_lineage(hospital_a: Ledger, refused: Callable[..., str]) -> None:
+def test_only_the_consortium_records_lineage(hospital_a: Ledger, governed, refused: Callable[..., str]) -> None:
     assert "caller" in refused(hospital_a, "LineageContract:register_run", new_id("run"), RUN_SPEC)

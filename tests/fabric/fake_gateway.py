@@ -28,8 +28,8 @@ from fabric_protos.peer import (
     transaction_pb2,
 )
 
-from fabric_network import gateway
-from fabric_network.gateway import FabricGateway, GatewayConnection
+from fabric_network.fabric import gateway
+from fabric_network.fabric.gateway import FabricGateway, GatewayConnection
 from fabric_network.identities import SigningIdentity, is_low_s
 from tests.fabric.pki import TestCA
 

@@ -14,9 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from fabric_network import network
-from fabric_network.fabric_install import default_fabric_home
+from fabric_network.fabric import network
+from fabric_network.fabric.install import default_fabric_home
 from fabric_network.identities import init_identities
+
+# The session's shared network (tests/conftest.py ``live_fabric``): three hospitals, so a majority is 2 of 3.
+LIVE_HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
+
+
+def fabric_installed() -> bool:
+    """Whether the Fabric binaries are installed (then the live tests and the contract suite's `fabric` run)."""
+    return not default_fabric_home().missing()
 
 
 def require_fabric() -> None:

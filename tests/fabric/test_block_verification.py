@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from fabric_protos.common import common_pb2
 
-from fabric_network.fabric_messages import creator_of
-from fabric_network.fabric_verify import (
+from fabric_network.fabric.messages import creator_of
+from fabric_network.fabric.verify import (
     BlockVerificationError,
     OrdererTrust,
     data_hash,

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from fabric_network import gateway
-from fabric_network.fabric_ledger import FabricLedger
-from fabric_network.fabric_verify import OrdererTrust
+from fabric_network.fabric import gateway
+from fabric_network.fabric.ledger import FabricLedger
+from fabric_network.fabric.verify import OrdererTrust
 from fabric_network.ledger import Call, ContractRejected, LedgerError, TxResult
 from tests.fabric.fake_gateway import FakeGateway, serve_fake_gateway
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fabric_network import gateway
-from fabric_network.gateway import FabricGateway, GatewayConnection
+from fabric_network.fabric import gateway
+from fabric_network.fabric.gateway import FabricGateway, GatewayConnection
 from fabric_network.identities import SigningIdentity
 from tests.fabric.fake_gateway import FakeGateway, serve_fake_gateway
 from tests.fabric.pki import TestCA

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fabric_network import fabric_install
-from fabric_network.fabric_install import FabricHome, FabricInstallError
+from fabric_network.fabric import install as fabric_install
+from fabric_network.fabric.install import FabricHome, FabricInstallError
 
 
 @pytest.mark.parametrize(

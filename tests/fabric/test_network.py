@@ -6,28 +6,31 @@ same kind of network with ``CAREFED_CONTRACT_BACKENDS=embedded,fabric``.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from fabric_network import gateway as gw
-from fabric_network import network
-from fabric_network.fabric_install import default_fabric_home
+from carefed.cli import app
+from fabric_network.fabric import gateway as gw
+from fabric_network.fabric import network
+from fabric_network.fabric.install import default_fabric_home
 from fabric_network.ledger import ContractRejected, open_ledger
-from tests.fabric.live import running_network
 
-HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
+# A live Fabric network (orderer, peers, chaincode) started once for the module.
+pytestmark = pytest.mark.timeout(1800)
+
 SINCE = "2026-01-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with running_network(tmp_path_factory.mktemp("fabric"), HOSPITALS) as state_dir:
-        yield state_dir
+def live(live_fabric: Path) -> Path:
+    """The session's network (tests/conftest.py): hospitals a, b and c, majority endorsement."""
+    return live_fabric
 
 
 def _audit_event() -> str:
@@ -76,3 +79,26 @@ def test_a_peer_killed_with_sigkill_catches_up_after_up_and_the_chain_verifies(l
         report = hospital_c.verify()
     assert report.ok, report.describe()
     assert report.height >= height
+
+
+def test_audit_export_and_reports_read_the_fabric_ledger_with_backend_fabric(live: Path, tmp_path: Path) -> None:
+    """The compliance officer's commands on real Fabric blocks, chosen by `--backend fabric` alone (no env)."""
+    runner = CliRunner()
+    actor = f"dr-{secrets.token_hex(16)}"  # only this test's event matches --actor
+    event = f'{{"action":"model.predict","actor":"{actor}","object":"model:m1","outcome":"success",'
+    event += '"purpose":"TREAT","role":"clinician"}'
+    with open_ledger(backend="fabric", state_dir=live, org="hospital-a") as hospital_a:
+        height = hospital_a.submit("AuditContract:append_audit_event", event).block_number + 1
+    fabric = ["--backend", "fabric", "--state-dir", str(live)]
+    env = {"CAREFED_LEDGER_BACKEND": "embedded"}
+    out = tmp_path / "export"
+    exported = runner.invoke(app, ["audit", "export", "--out", str(out), "--actor", actor, *fabric], env=env)
+    assert exported.exit_code == 0 and "exported 1 events" in exported.output, exported.output
+    verified = runner.invoke(app, ["audit", "verify", str(out), "--state-dir", str(live)])
+    assert verified.exit_code == 0 and "1 events" in verified.output, verified.output
+    disclosed = runner.invoke(app, ["report", "disclosures", "--format", "json", *fabric], env=env)
+    assert disclosed.exit_code == 0, disclosed.output
+    assert actor in {row["recipient"] for row in json.loads(disclosed.output)["disclosures"]}
+    budgets = runner.invoke(app, ["report", "privacy-budget", "--format", "json", *fabric], env=env)
+    assert budgets.exit_code == 0, budgets.output
+    assert json.loads(budgets.output)["ledger_height"] >= height  # the Fabric chain, not an empty embedded one

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fabric_network import network
-from fabric_network.fabric_install import FabricHome, FabricInstallError
+from fabric_network.fabric import network
+from fabric_network.fabric.install import FabricHome, FabricInstallError
+from fabric_network.fabric.network import Layout, PortPlan
+from fabric_network.fabric.processes import Supervisor, port_open
 from fabric_network.identities import ConsortiumMaterial, init_identities
-from fabric_network.network import Layout, PortPlan
-from fabric_network.processes import Supervisor, port_open
 from tests.fabric.pki import TestCA
 from tests.fabric.test_shim import _free_port
 
@@ -118,7 +118,7 @@ def _chaincode_server(tmp_path: Path, supervisor: Supervisor, name: str) -> tupl
     argv = [
         sys.executable,
         "-m",
-        "fabric_network.chaincode_service",
+        "fabric_network.fabric.chaincode_service",
         "--contract",
         "tests.fabric.shim_contract:ShimProbeContract",
     ]
@@ -176,7 +176,7 @@ def test_healthz_reports_ok_or_the_failing_checks() -> None:
     import http.server
     import threading
 
-    from fabric_network.processes import healthz
+    from fabric_network.fabric.processes import healthz
 
     class Operations(http.server.BaseHTTPRequestHandler):
         healthy = True

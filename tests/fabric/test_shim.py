@@ -1,4 +1,4 @@
-"""The Python shim's faults (FABRIC.md §8), each shown on the upstream shim and fixed by CareFed's service.
+"""The Python shim's faults (docs/fabric-facts.md §8), each shown on the upstream shim and fixed by CareFed's service.
 
 A fake peer speaks the real chaincode protocol over real gRPC to the chaincode server: it reads REGISTER,
 answers REGISTERED and READY, sends a signed TRANSACTION proposal and serves the state requests. Every test
@@ -26,18 +26,23 @@ import pytest
 from fabric_chaincode_python.fabric_shim import server as upstream_server  # the unfixed server, for contrast
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
 
-from fabric_network.chaincode_service import ChaincodeServerSettings, build_server
-from fabric_network.fabric_messages import new_proposal
+from fabric_network.fabric.chaincode_service import ChaincodeServerSettings, build_server
+from fabric_network.fabric.messages import new_proposal
 from fabric_network.identities import SigningIdentity, identity_for, init_identities
 from fabric_network.shim import ContractChaincode, DropLibraryPayloadLogs
 from tests.fabric.pki import TestCA
 from tests.fabric.shim_contract import ShimProbeContract
 
+# A gRPC chaincode server per test, sized for a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(300)
+
 Message = chaincode_shim_pb2.ChaincodeMessage
 CHANNEL = "carefed"
 SECRET = "patient-secret-7f3a9c"  # an argument value that must never reach a log
 
-upstream_fault = pytest.mark.xfail(strict=True, reason="fault of the upstream fabric-chaincode-python shim")
+upstream_fault = pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="fault of the upstream fabric-chaincode-python shim"
+)
 SERVERS = [pytest.param("upstream", marks=upstream_fault), "carefed"]
 
 
@@ -48,6 +53,18 @@ class FakePeer:
     state: dict[str, bytes] = field(default_factory=dict)
     fail_requests_with: str | None = None
     requests: list[int] = field(default_factory=list)
+    write_batch: int = 0  # announced in READY as Fabric 3 peers do (useWriteBatch, maxSizeWriteBatch); 0 = off
+
+    def ready(self) -> Message:
+        """READY, carrying ChaincodeAdditionalParams{use_write_batch=1, max_size_write_batch=2} when batching."""
+        if not self.write_batch:
+            return Message(type=Message.READY)
+        size, varint = self.write_batch, bytearray()
+        while size >= 0x80:
+            varint.append(size & 0x7F | 0x80)
+            size >>= 7
+        varint.append(size)
+        return Message(type=Message.READY, payload=bytes([0x08, 0x01, 0x10, *varint]))
 
     async def transact(self, address: str, args: list[str], identity: SigningIdentity | None = None) -> Message:
         proposal = new_proposal(identity or _identity(), CHANNEL, "carefed", [a.encode() for a in args])
@@ -56,7 +73,7 @@ class FakePeer:
             register = await call.read()
             assert register.type == Message.REGISTER
             await call.write(Message(type=Message.REGISTERED))
-            await call.write(Message(type=Message.READY))
+            await call.write(self.ready())
             await call.write(
                 Message(
                     type=Message.TRANSACTION,
@@ -73,6 +90,54 @@ class FakePeer:
                     return message
                 await call.write(self._answer(message))
 
+    async def transact_concurrently(self, address: str, transactions: list[list[str]]) -> dict[str, Message]:
+        """Send every transaction on one stream at once, as a busy peer does; each one's final message by tx id
+        (a transaction whose COMPLETED never comes is missing after a quiet 3 s).
+
+        A writer task sends the transactions while this task reads and answers, as a real peer's separate send
+        and receive loops do: a peer that wrote everything before reading would deadlock against any server
+        whose own writes wait for the peer to read (gRPC flow control), and prove nothing about the server.
+        """
+        proposals = [new_proposal(_identity(), CHANNEL, "carefed", [a.encode() for a in args]) for args in transactions]
+        finished: dict[str, Message] = {}
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = chaincode_shim_pb2_grpc.ChaincodeStub(channel).Connect()
+            assert (await call.read()).type == Message.REGISTER
+            await call.write(Message(type=Message.REGISTERED))
+            await call.write(self.ready())
+            one_writer = asyncio.Lock()  # a gRPC stream takes one write at a time
+
+            async def send_transactions() -> None:
+                for proposal, args in zip(proposals, transactions, strict=True):
+                    message = Message(
+                        type=Message.TRANSACTION,
+                        txid=proposal.transaction_id,
+                        channel_id=CHANNEL,
+                        payload=chaincode_pb2.ChaincodeInput(args=[a.encode() for a in args]).SerializeToString(),
+                        proposal=proposal.signed,
+                    )
+                    async with one_writer:
+                        await call.write(message)
+
+            writer = asyncio.create_task(send_transactions())
+            try:
+                while len(finished) < len(transactions):
+                    try:
+                        message = await asyncio.wait_for(call.read(), timeout=3)
+                    except TimeoutError:
+                        break
+                    if message is grpc.aio.EOF:
+                        break
+                    if message.type in (Message.COMPLETED, Message.ERROR):
+                        finished[message.txid] = message
+                    else:
+                        async with one_writer:
+                            await call.write(self._answer(message))
+            finally:
+                writer.cancel()
+                call.cancel()  # end the stream whatever state the server left it in
+        return finished
+
     def _answer(self, request: Message) -> Message:
         self.requests.append(request.type)
         reply = Message(type=Message.RESPONSE, txid=request.txid, channel_id=request.channel_id)
@@ -83,6 +148,14 @@ class FakePeer:
         elif request.type == Message.PUT_STATE:
             put = chaincode_shim_pb2.PutState.FromString(request.payload)
             self.state[put.key] = put.value
+        elif request.type == Message.WRITE_BATCH_STATE:
+            batch = chaincode_shim_pb2.WriteBatchState.FromString(request.payload)
+            assert len(batch.rec) <= self.write_batch, "a batch larger than the peer announced"
+            for record in batch.rec:
+                if record.type == chaincode_shim_pb2.WriteRecord.PUT_STATE:
+                    self.state[record.key] = record.value
+                else:
+                    self.state.pop(record.key, None)
         return reply
 
 
@@ -144,6 +217,63 @@ def test_peer_error_reply_fails_the_transaction(kind: str) -> None:
     assert "ledger unavailable" in response.message
 
 
+CONCURRENT_TRANSACTIONS = 300
+CONCURRENT_VALUE = "v" * 100_000
+
+
+def concurrent_transactions_scenario(kind: str) -> None:
+    """Run in a child process by the test below: 300 transactions on one stream against the chosen server.
+
+    Values are larger than gRPC's 64 KiB flow-control window, so the server's PUT_STATE writes of concurrent
+    transactions overlap on every run, on a quiet machine as on a busy one (small values overlapped by chance).
+    """
+    chaincode = ContractChaincode.new_chaincode(ShimProbeContract())
+    peer = FakePeer()
+    transactions = [["Probe:record", f"k{i}", f"{i}{CONCURRENT_VALUE}"] for i in range(CONCURRENT_TRANSACTIONS)]
+
+    async def scenario() -> dict[str, Message]:
+        address = f"127.0.0.1:{_free_port()}"
+        if kind == "upstream":
+            server = upstream_server._internal_server(ccid="probe:1", address=address, cc=chaincode)
+        else:
+            server, _ = build_server(chaincode, ChaincodeServerSettings(chaincode_id="probe:1", address=address))
+        await server.start()
+        try:
+            return await peer.transact_concurrently(address, transactions)
+        finally:
+            await server.stop(None)
+
+    finished = asyncio.run(scenario())
+    assert len(finished) == len(transactions), f"{len(transactions) - len(finished)} transactions never completed"
+    assert all(_response(message).status == 200 for message in finished.values())
+    assert peer.state == {f"k{i}": f"{i}{CONCURRENT_VALUE}".encode() for i in range(CONCURRENT_TRANSACTIONS)}
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_concurrent_transactions_on_one_stream_all_complete(kind: str) -> None:
+    """The scenario runs in a child process with a hard deadline: a server that deadlocks its stream (the
+    upstream shim can) must fail this test, not hang the test run (an event loop stuck in a gRPC write outlives
+    pytest-timeout's signal)."""
+    code = f"from tests.fabric.test_shim import concurrent_transactions_scenario as run; run({kind!r})"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    try:
+        child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=150)
+    except subprocess.TimeoutExpired as stuck:
+        raise AssertionError(f"the {kind} server deadlocked: no result within {stuck.timeout} s") from None
+    assert child.returncode == 0, child.stderr[-3000:]
+
+
+def test_a_transactions_writes_travel_in_batches_when_the_peer_takes_them() -> None:
+    peer = FakePeer(write_batch=2)
+    keys = ",".join(f"k{i}" for i in range(5))
+    assert _response(run_transaction("carefed", peer, ["Probe:record_many", keys, "v"])).status == 200
+    assert peer.requests == [Message.WRITE_BATCH_STATE] * 3  # 5 writes, at most 2 per batch
+    assert peer.state == {f"k{i}": b"v" for i in range(5)}
+    refused = FakePeer(write_batch=2)
+    assert _response(run_transaction("carefed", refused, ["Probe:record_many", "k0,bad key", "v"])).status == 500
+    assert refused.requests == [] and refused.state == {}, "a refused transaction sends no writes"
+
+
 def test_successful_reads_and_writes_still_work() -> None:
     peer = FakePeer()
     assert _response(run_transaction("carefed", peer, ["Probe:record", "k1", "v1"])).status == 200
@@ -163,13 +293,28 @@ def test_no_argument_value_is_logged(kind: str, caplog: pytest.LogCaptureFixture
     try:
         with caplog.at_level(logging.DEBUG):
             completed = run_transaction(kind, FakePeer(), ["Probe:record", "k1", SECRET])
-            time.sleep(0.2)  # the shim logs through a queue listener thread
+            _wait_until_logged(shim_logger, caplog)
     finally:
         shim_logger.setLevel(level)
         shim_logger.filters[:] = filters
     assert _response(completed).status == 200
     leaked = [r.getMessage() for r in caplog.records if SECRET in r.getMessage()]
     assert leaked == []
+
+
+def _wait_until_logged(logger: logging.Logger, caplog: pytest.LogCaptureFixture, timeout: float = 30.0) -> None:
+    """Drain the shim's log queue: log a marker after the transaction and wait until it reaches the capture.
+
+    The shim hands records to a queue listener thread; records queue in order, so once the marker has arrived
+    every record of the transaction has too, however slow the machine (a fixed sleep lets the test pass early).
+    """
+    marker = f"log-drain-marker-{secrets.token_hex(4)}"
+    logger.warning(marker)
+    deadline = time.monotonic() + timeout
+    while not any(marker in record.getMessage() for record in caplog.records):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the shim's log queue did not deliver a record within {timeout} s")
+        time.sleep(0.01)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -201,7 +346,7 @@ STARTERS: dict[str, Callable[[], str]] = {
         "ContractChaincode.new_chaincode(ShimProbeContract()).start()\n"
     ),
     "carefed": lambda: (
-        "from fabric_network.chaincode_service import main\n"
+        "from fabric_network.fabric.chaincode_service import main\n"
         "main(['--contract', 'tests.fabric.shim_contract:ShimProbeContract'])\n"
     ),
 }
@@ -249,7 +394,10 @@ def test_the_chaincode_server_process_logs_no_argument_values(tmp_path: Path) ->
     log = tmp_path / "chaincode.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fabric_network.chaincode_service"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "fabric_network.fabric.chaincode_service"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_for_port(port, process)

@@ -19,11 +19,12 @@ class SmallConsortium:
 
 @pytest.fixture(scope="module")
 def small_consortium(tmp_path_factory: pytest.TempPathFactory) -> SmallConsortium:
-    """Two hospitals of the demo split with ledger, keys, consents and ε limits of 10 (no Flower processes)."""
+    """Three hospitals of the demo split with ledger, keys, consents and ε limits of 10 (no Flower processes)."""
     state = tmp_path_factory.mktemp("consortium")
-    data = build_demo_data(state / "hospital-data", ["hospital-a", "hospital-b"], seed=2)
+    data = build_demo_data(state / "hospital-data", ["hospital-a", "hospital-b", "hospital-c"], seed=2)
     plans = [
-        HospitalPlan(h.name, h.train_csv, data.schema, h.consenting, 10.0, eval_data=h.eval_csv) for h in data.hospitals
+        HospitalPlan(h.name, h.train_data, data.schema, h.consenting, 10.0, eval_data=h.eval_data)
+        for h in data.hospitals
     ]
     set_up_consortium(state, plans)
     return SmallConsortium(state, data)

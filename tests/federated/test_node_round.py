@@ -8,14 +8,42 @@ from typing import Any
 
 import pytest
 
+from compliance.reports import privacy_budget_report
 from consortium.keys import public_context_path
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
 from hospital_node.config import NodeConfig, node_dir_for
 from hospital_node.training import RoundDeclined, RoundRequest, evaluate_final, train_round, train_round_reply
 
+# Real training rounds under DP and HE per test, sized for a loaded 2-core machine.
+pytestmark = pytest.mark.timeout(600)
 
-def _request(consortium: Any, **changes: object) -> RoundRequest:
+APPROVED = {"hospital-a": "approve", "hospital-b": "approve", "hospital-c": "approve"}
+
+
+def _proposed(consortium: Any, request: RoundRequest, votes: dict[str, str], *, start: bool = True) -> None:
+    """Propose the request's run on the ledger, let the hospitals vote, and start it (if `start`)."""
+    from hospital_node.governance import vote
+
+    spec = {
+        "purpose": request.purpose,
+        "hospitals": ["HospitalAMSP", "HospitalBMSP", "HospitalCMSP"],
+        "dp": {"epsilon": request.epsilon, "delta": request.delta, "accountant": "rdp"},
+        "he": {"scheme": "ckks"},
+        "code_version": "0.1.0",
+        "rounds": request.rounds,
+    }
+    with open_ledger(state_dir=consortium.state, org="consortium") as ledger:
+        ledger.submit("LineageContract:register_run", request.run_id, spec)
+        for hospital, decision in votes.items():
+            with open_ledger(state_dir=consortium.state, org=hospital) as own:
+                vote(own, request.run_id, decision)
+        if start:
+            ledger.submit("LineageContract:start_run", request.run_id)
+
+
+def _request(consortium: Any, votes: dict[str, str] | None = None, **changes: object) -> RoundRequest:
+    """A round request of a fresh run that (by default) every hospital approved and the consortium started."""
     request = RoundRequest(
         run_id=opaque_id("run"),
         round=1,
@@ -32,7 +60,9 @@ def _request(consortium: Any, **changes: object) -> RoundRequest:
         record_unit=1000.0,
         aggregate=b"",
     )
-    return replace(request, **changes)  # type: ignore[arg-type]
+    request = replace(request, **changes)  # type: ignore[arg-type]
+    _proposed(consortium, request, APPROVED if votes is None else votes)
+    return request
 
 
 def _budget_spent(state: Path, msp: str) -> float:
@@ -57,6 +87,73 @@ def test_two_rounds_charge_the_run_epsilon_and_decrypt_to_one_model(small_consor
     last = aggregate(public, [bytes(r["update"]) for r in second])
     final = evaluate_final(nodes[0], replace(request, round=2, aggregate=last))
     assert final["status"] == "ok" and 0.5 < final["auc"] <= 1.0
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        recomputed = [
+            r for r in privacy_budget_report(ledger, recompute=True)["recomputed"] if r["run_id"] == request.run_id
+        ]
+    assert len(recomputed) == 4, "two hospitals, two rounds"
+    assert all(abs(r["difference"]) <= 1e-6 for r in recomputed), "recomputed from the ledger alone, to 1e-6"
+    last = {r["hospital"]: r["run_epsilon"] for r in recomputed if r["round"] == 2}
+    assert last == pytest.approx({"HospitalAMSP": second[0]["epsilon-run"], "HospitalBMSP": second[1]["epsilon-run"]})
+
+
+def test_one_approval_of_three_the_start_and_the_nodes_refuse_naming_who_has_not_approved(
+    small_consortium: Any, tmp_path: Path
+) -> None:
+    from consortium.federation import run_settings
+    from consortium.keys import KeyGuard
+    from consortium.server_app import FederatedRun, run_proposal
+
+    state = small_consortium.state
+    request = _request(small_consortium, round=1)
+    config = {
+        "run-id": opaque_id("run"),
+        "state-dir": str(state),
+        "results-path": str(tmp_path / "results.json"),
+        "hospitals": "hospital-a,hospital-b,hospital-c",
+        "num-rounds": 2,
+        "spec": small_consortium.data.spec.to_json(),
+    }
+    settings = run_settings(config)
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        ledger.submit("LineageContract:register_run", settings.run_id, run_proposal(settings))
+    with open_ledger(state_dir=state, org="hospital-a") as ledger:
+        ledger.submit("LineageContract:vote_run", settings.run_id, "approve")
+    with open_ledger(state_dir=state, org="hospital-b") as ledger:
+        ledger.submit("LineageContract:vote_run", settings.run_id, "reject")
+    server = FederatedRun(None, settings, KeyGuard())  # type: ignore[arg-type]  # refused before it talks to a node
+    try:
+        server.run()
+    finally:
+        server.close()
+    assert server.status.startswith("refused to start: not approved by a majority of its hospitals (1 of 3")
+    assert "not approved by HospitalBMSP, HospitalCMSP (HospitalBMSP rejected)" in server.status
+    node = NodeConfig.load(node_dir_for(state, "hospital-a"))
+    before = _budget_spent(state, "HospitalAMSP")
+    asked = replace(request, run_id=settings.run_id, rounds=2, epsilon=settings.training.epsilon)
+    with pytest.raises(RoundDeclined, match="has not started: not approved by a majority") as refused:
+        train_round(node, asked)
+    assert "not approved by HospitalBMSP, HospitalCMSP" in str(refused.value) and refused.value.permanent
+    assert _budget_spent(state, "HospitalAMSP") == before, "nothing charged, nothing trained"
+
+
+def test_two_of_three_train_and_the_hospital_that_rejected_does_not(small_consortium: Any) -> None:
+    state = small_consortium.state
+    request = _request(small_consortium, {"hospital-a": "approve", "hospital-b": "approve", "hospital-c": "reject"})
+    before = _budget_spent(state, "HospitalCMSP")
+    rejecting = NodeConfig.load(node_dir_for(state, "hospital-c"))
+    reply = train_round_reply(rejecting, request)
+    assert reply["status"] == "declined" and reply["permanent"]
+    assert "HospitalCMSP has not approved run" in reply["reason"] and "majority approved" in reply["reason"]
+    assert _budget_spent(state, "HospitalCMSP") == before
+    approving = train_round(NodeConfig.load(node_dir_for(state, "hospital-a")), request)
+    assert approving["status"] == "ok"
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        vouched = ledger.evaluate("LineageContract:read_update", request.run_id, "1", "HospitalAMSP")
+    assert vouched["update_sha256"] == approving["update-sha256"], "the hospital vouched for what it sent"
+    other_terms = replace(request, epsilon=request.epsilon * 2)
+    with pytest.raises(RoundDeclined, match="differs from the approved run"):
+        train_round(NodeConfig.load(node_dir_for(state, "hospital-b")), other_terms)
 
 
 def test_invalid_data_trains_nothing_and_charges_nothing(small_consortium: Any, tmp_path: Path) -> None:
@@ -96,7 +193,6 @@ def test_spent_budget_refuses_before_training(small_consortium: Any) -> None:
         with pytest.raises(RoundDeclined, match="privacy budget exhausted for hospital-a") as refused:
             train_round(node, request)
         assert refused.value.permanent
-        assert not node.dp_history(request.run_id).exists(), "nothing trained"
         assert _budget_spent(state, "HospitalAMSP") == pytest.approx(spent)
     finally:
         with open_ledger(state_dir=state, org="consortium") as ledger:
@@ -125,3 +221,55 @@ def test_node_status_shows_budget_and_runs(small_consortium: Any) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "ε spent" in result.output and "rounds, ε" in result.output and "pseudonyms" in result.output
+
+
+def test_malformed_fhir_export_trains_nothing_and_charges_nothing(small_consortium: Any, tmp_path: Path) -> None:
+    state = small_consortium.state
+    node = NodeConfig.load(node_dir_for(state, "hospital-a"))
+    schema = tmp_path / "fhir.toml"
+    schema.write_text(
+        'mrn_column = "mrn"\nlabel_column = "y"\n[index]\ndate = 2018-01-01\n'
+        '[label]\ncodes = ["snomed|44054006"]\n[[features]]\nname = "age"\nsource = "age"\n'
+    )
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_text(
+        '{"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01"}\n{"resourceType": "Patient", "id": \n'
+    )
+    before = _budget_spent(state, "HospitalAMSP")
+    reply = train_round_reply(
+        node.model_copy(update={"data": export, "schema_path": schema}), _request(small_consortium)
+    )
+    assert reply["status"] == "declined"
+    assert f"{export / 'Patient.ndjson'} line 2: column '*': not valid JSON" in reply["reason"]
+    assert _budget_spent(state, "HospitalAMSP") == before
+
+
+def test_propose_then_approve_and_reject_from_the_command_line(small_consortium: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from carefed.cli import app
+
+    def carefed(*args: str, answer: str | None = None) -> Any:
+        state = ["--state-dir", str(small_consortium.state)]
+        return CliRunner().invoke(app, [*args, *state], input=answer, terminal_width=200)
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(small_consortium.data.spec.to_json())
+    run_id = opaque_id("run")
+    proposed = carefed(
+        "consortium", "propose", run_id, "--hospitals", "hospital-a,hospital-b,hospital-c", "--spec", str(spec)
+    )
+    assert proposed.exit_code == 0, proposed.output
+    declined = carefed("node", "approve", run_id, "--hospital", "hospital-a", answer="n\n")
+    assert declined.exit_code == 1 and "HRESCH" in declined.output and "ε=3, δ=1e-05" in declined.output
+    approved = carefed("node", "approve", run_id, "--hospital", "hospital-a", "--yes")
+    assert approved.exit_code == 0, approved.output
+    assert "1 of 3 approved (2 needed); the run may not start yet" in approved.output
+    rejected = carefed("node", "reject", run_id, "--hospital", "hospital-b", "--yes")
+    assert "HospitalAMSP (approve)" in rejected.output and "HospitalBMSP voted reject" in rejected.output
+    unknown = carefed("node", "approve", opaque_id("run"), "--hospital", "hospital-a", "--yes")
+    assert unknown.exit_code != 0 and "RUN" in unknown.output
+    with open_ledger(state_dir=small_consortium.state, org="consortium") as ledger:
+        approval = ledger.evaluate("LineageContract:run_approval", run_id)
+    assert (approval["approved"], approval["rejected"]) == (["HospitalAMSP"], ["HospitalBMSP"])

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hospital_node.data import DataSchema, InvalidDataError, SchemaError, load_csv, load_fhir_bundle, load_records
+from hospital_node.data import DataSchema, InvalidDataError, SchemaError, load_csv, load_records
 
 SCHEMA_TOML = """
 mrn_column = "mrn"
@@ -118,37 +118,41 @@ def _obs(oid: str, pid: str, code: str, value: dict) -> dict:
     }
 
 
-def test_fhir_bundle_loads_and_names_bad_resources(tmp_path: Path, schema: DataSchema) -> None:
+def test_fhir_bundle_without_rules_reads_observations_named_like_columns(tmp_path: Path, schema: DataSchema) -> None:
     entries = [
         _patient("p1", "M1"),
         _obs("o1", "p1", "radius", {"valueQuantity": {"value": 11.5, "unit": "mm"}}),
         _obs("o2", "p1", "texture", {"valueQuantity": {"value": 20}}),
         _obs("o3", "p1", "malignant", {"valueBoolean": True}),
         _patient("p2", "M2"),
-        _obs("o4", "p2", "radius", {"valueQuantity": {"value": 11.5, "unit": "cm"}}),  # wrong unit
+        _obs("o4", "p2", "radius", {"valueQuantity": {"value": 11.5, "unit": "cm"}}),  # 115 mm: above the maximum
         _obs("o5", "p2", "texture", {"valueString": "high"}),  # non-numeric
         _obs("o6", "p2", "malignant", {"valueInteger": 0}),
-        _obs("o7", "p2", "heart rate", {"valueQuantity": {"value": 80}}),  # unknown column
+        _obs("o7", "p2", "heart rate", {"valueQuantity": {"value": 80}}),  # not in the schema: skipped
+        {"resourceType": "Claim", "id": "c1"},  # a type the schema does not use: counted and skipped
     ]
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in entries]}
     path = write(tmp_path, "b.json", json.dumps(bundle))
     report = load_records(path, schema)
-    located = {(p.location, p.column) for p in report.problems}
-    assert ("Observation/o4", "radius") in located
-    assert ("Observation/o5", "texture") in located
-    assert ("Observation/o7", "heart rate") in located
+    located = {(p.location.removeprefix(f"{path} "), p.column) for p in report.problems}
+    assert located == {("entry 6 Observation/o5", "texture")}
+    assert report.ehr is not None and report.ehr.skipped_types == {"Claim": 1}
     records = report.usable_records(drop_bad_rows=True)
     assert records.mrns == ("M1",)
     np.testing.assert_allclose(records.features, [[11.5, 20.0]])
     assert records.labels.tolist() == [1.0]
-    assert report.bad_records == 1
+    entries[6] = _obs("o5", "p2", "texture", {"valueQuantity": {"value": 15}})  # then p2's radius, in cm, is 115 mm
+    path.write_text(json.dumps({"resourceType": "Bundle", "entry": [{"resource": r} for r in entries]}))
+    (problem,) = load_records(path, schema).problems
+    assert problem.column == "radius" and "above the declared maximum" in problem.reason
 
 
 def test_malformed_fhir_is_a_file_problem(tmp_path: Path, schema: DataSchema) -> None:
     observation = {"resourceType": "Observation", "id": "o1"}  # no code, no status
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": observation}]}
     path = write(tmp_path, "b.json", json.dumps(bundle))
-    report = load_fhir_bundle(path, schema)
-    assert [p.location for p in report.file_problems] == ["entry.0.resource.code"]
+    report = load_records(path, schema)
+    assert [p.location for p in report.file_problems] == [f"{path} entry 0 Observation/o1"]
+    assert "without a code" in report.file_problems[0].reason
     with pytest.raises(InvalidDataError):
         report.usable_records(drop_bad_rows=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from carefed.cli import app
+from hospital_node.data import DataSchema, InvalidDataError, load_records
 
 SCHEMA = 'mrn_column = "mrn"\nlabel_column = "y"\n[[features]]\nname = "x"\nmin = 0\nmax = 10\n'
 
@@ -24,7 +26,21 @@ def test_check_data_prints_one_line_per_problem_and_fails(tmp_path: Path) -> Non
     assert any("line 3: column 'y': missing label" in line for line in lines)
     assert any("line 4: column 'x': non-numeric value 'zz'" in line for line in lines)
     assert any("line 5: column 'mrn': duplicate MRN (first seen at line 2)" in line for line in lines)
-    assert "trains nothing" in result.output
+
+
+def test_data_with_bad_rows_trains_nothing_unless_they_may_be_dropped(tmp_path: Path) -> None:
+    """What `node check` announces ("trains nothing" / "would drop N") is what training then gets."""
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    (tmp_path / "d.csv").write_text("mrn,y,x\nM1,1,2\nM2,,3\nM3,0,zz\nM4,0,1\n")
+    report = load_records(tmp_path / "d.csv", DataSchema.from_toml(tmp_path / "s.toml"))
+    with pytest.raises(InvalidDataError, match=r"(?s)2 problem\(s\), nothing trained.*--drop-bad-rows"):
+        report.usable_records()
+    assert report.usable_records(drop_bad_rows=True).mrns == ("M1", "M4")
+    dropping = CliRunner().invoke(
+        app,
+        ["node", "check", "--drop-bad-rows", "--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")],
+    )
+    assert dropping.exit_code == 1 and "2 problem(s) in 2 of 4 records; would drop 2" in dropping.output
 
 
 def test_check_clean_data_passes(tmp_path: Path) -> None:
@@ -34,6 +50,29 @@ def test_check_clean_data_passes(tmp_path: Path) -> None:
         app, ["node", "check", "--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")]
     )
     assert result.exit_code == 0 and "OK: 2 valid records" in result.output
+
+
+def test_a_semicolon_separated_file_is_one_line_naming_the_separator(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    rows = "".join(f"M{i};{i % 2};{i % 10}\n" for i in range(500))
+    (tmp_path / "d.csv").write_text("mrn;y;x\n" + rows)
+    result = CliRunner().invoke(
+        app, ["node", "check", "--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")]
+    )
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if "d.csv:" in line]
+    assert "the header has one column but the schema declares 3" in line
+    assert "the file looks ';'-separated; save it comma-separated" in line
+
+
+def test_a_header_without_records_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(SCHEMA)
+    (tmp_path / "d.csv").write_text("mrn,y,x\n")
+    result = CliRunner().invoke(
+        app, ["node", "check", "--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")]
+    )
+    assert result.exit_code == 1 and "no records after the header: nothing to train on" in result.output
+    assert "OK" not in result.output
 
 
 def test_init_then_preflight_names_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import sqlite3
@@ -13,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from carefed.cli import app
-from fabric_network.embedded import ledger_path
+from fabric_network.embedded.ledger import ledger_path
+from fabric_network.embedded.verify import verify_embedded
 from fabric_network.identities import load_consortium
 from fabric_network.ledger import Call, VerifyReport, open_ledger
-from fabric_network.verify import verify_embedded
 
 EVENT = {
     "actor": "svc",
@@ -192,7 +193,7 @@ def test_an_insider_with_the_orderer_key_cannot_forge_a_contract_result(
     import base64
     import json
 
-    from fabric_network.embedded import canonical, tx_hash
+    from fabric_network.embedded.store import canonical, tx_hash
     from fabric_network.identities import identity_for
     from fabric_network.merkle import merkle_root
 
@@ -223,3 +224,93 @@ def test_an_insider_with_the_orderer_key_cannot_forge_a_contract_result(
     )
     assert not report.ok and report.block_number == number and report.tx_id == tx_id
     assert "re-executing the contract" in (report.problem or ""), "every hash and signature passed before it"
+
+
+def _other_tx_id(tx_id: str) -> str:
+    """A well-formed transaction id that is not this one (last hex digit changed)."""
+    return tx_id[:-1] + ("0" if tx_id[-1] != "0" else "1")
+
+
+def test_a_changed_transaction_id_is_found_and_named(pristine: Path, tampered: Callable[..., VerifyReport]) -> None:
+    for tx_id, number in _rows(pristine, "SELECT tx_id, block_number FROM transactions"):
+        report = tampered(("UPDATE transactions SET tx_id = ? WHERE tx_id = ?", (_other_tx_id(tx_id), tx_id)))
+        cause = "genesis transaction id does not match its content" if number == 0 else "does not match its nonce"
+        assert not report.ok and report.block_number == number and cause in (report.problem or ""), report
+        assert report.tx_id == _other_tx_id(tx_id), "the report names the stored (altered) id"
+
+
+def test_a_transaction_moved_to_another_block_or_position_is_found(
+    pristine: Path, tampered: Callable[..., VerifyReport]
+) -> None:
+    rows = _rows(pristine, "SELECT tx_id, block_number, tx_index FROM transactions")
+    blocks = {number for _, number, _ in rows}
+    for tx_id, number, index in rows:
+        moved = tampered(("UPDATE transactions SET block_number = ? WHERE tx_id = ?", (number + 100, tx_id)))
+        assert not moved.ok and moved.block_number == number, moved
+        assert re.search(r"is missing|lists \d+ transactions but \d+ are stored", moved.problem or ""), moved
+        reindexed = tampered(("UPDATE transactions SET tx_index = ? WHERE tx_id = ?", (index + 100, tx_id)))
+        assert not reindexed.ok and reindexed.block_number == number, reindexed
+        assert "is missing" in (reindexed.problem or "") or "not listed" in (reindexed.problem or ""), reindexed
+    # Appended to an earlier block that exists: that block's header does not list it.
+    tx_id, number, _ = rows[-1]
+    target = min(blocks - {number})
+    free = sum(1 for _, block, _ in rows if block == target)
+    report = tampered(("UPDATE transactions SET block_number = ?, tx_index = ? WHERE tx_id = ?", (target, free, tx_id)))
+    assert not report.ok and report.block_number == target and "not listed" in (report.problem or ""), report
+
+
+def test_two_transactions_swapped_within_a_block_are_found(
+    pristine: Path, tampered: Callable[..., VerifyReport]
+) -> None:
+    ((number,),) = _rows(pristine, "SELECT block_number FROM transactions GROUP BY block_number HAVING COUNT(*) > 1")
+    (first, _), (second, _) = _rows(
+        pristine, f"SELECT tx_id, tx_index FROM transactions WHERE block_number = {number} AND tx_index < 2"
+    )
+    report = tampered(
+        ("UPDATE transactions SET tx_index = -1 WHERE tx_id = ?", (first,)),
+        ("UPDATE transactions SET tx_index = 0 WHERE tx_id = ?", (second,)),
+        ("UPDATE transactions SET tx_index = 1 WHERE tx_id = ?", (first,)),
+    )
+    assert not report.ok and report.block_number == number and report.tx_id == second
+    assert "content differs from its hash in the block header" in (report.problem or ""), report
+
+
+def test_a_changed_state_key_or_position_is_found_and_names_the_key(
+    pristine: Path, tampered: Callable[..., VerifyReport]
+) -> None:
+    for key, number, index in _rows(pristine, "SELECT key, block_number, tx_index FROM state"):
+        readable = bytes(key).decode().replace("\x00", "/").strip("/")
+        renamed = tampered(("UPDATE state SET key = ? WHERE key = ?", (bytes(key) + b"x", key)))
+        problem = renamed.problem or ""
+        assert not renamed.ok and readable in problem and "world state entry" in problem, renamed
+        for column, value in (("block_number", number + 1), ("tx_index", index + 1)):
+            report = tampered((f"UPDATE state SET {column} = ? WHERE key = ?", (value, key)))
+            assert not report.ok and f"world state entry {readable!r} differs from the replay" == report.problem, (
+                column,
+                report,
+            )
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("timestamp", "2020-01-01T00:00:00Z"),
+        ("tx_id", "0" * 64),
+        ("key", b"\x00consent\x00forged\x00"),
+        ("tx_index", 99),
+        ("block_number", 99),
+        ("value", None),
+    ],
+)
+def test_every_column_of_a_history_entry_is_covered(
+    pristine: Path, tampered: Callable[..., VerifyReport], column: str, value: object
+) -> None:
+    for rowid, number, tx_id in _rows(pristine, "SELECT rowid, block_number, tx_id FROM history"):
+        report = tampered((f"UPDATE history SET {column} = ? WHERE rowid = ?", (value, rowid)))
+        assert not report.ok, (column, rowid)
+        assert report.problem in (
+            "a key history entry differs from the replay",
+            "the key history has entries that no transaction wrote, or lacks some",
+        ), report
+        assert report.block_number is not None and report.tx_id is not None
+        assert (report.block_number, report.tx_id) <= (number, tx_id) or column in ("key", "block_number"), report

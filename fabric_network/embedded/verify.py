@@ -32,7 +32,7 @@ from typing import Any
 from cryptography import x509
 
 from fabric_network.contracts import CONTRACT_VERSION, new_chaincode
-from fabric_network.embedded import (
+from fabric_network.embedded.store import (
     SCHEMA,
     EmbeddedStub,
     result_record,
@@ -45,7 +45,7 @@ from fabric_network.embedded import (
     write_state,
 )
 from fabric_network.identities import ConsortiumMaterial
-from fabric_network.ledger import VerifyReport, serialized_identity, transaction_id
+from fabric_network.ledger import VerifyProgress, VerifyReport, serialized_identity, transaction_id
 from fabric_network.merkle import merkle_root
 from fabric_network.shim import ContractChaincode
 
@@ -227,7 +227,9 @@ class _Replay:
             raise _Failure("the key history has entries that no transaction wrote, or lacks some", extra[1], extra[3])
 
 
-def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> VerifyReport:
+def verify_embedded(
+    db: sqlite3.Connection, consortium: ConsortiumMaterial, progress: VerifyProgress | None = None
+) -> VerifyReport:
     """Run every check of the module docstring over one embedded ledger database."""
     blocks = db.execute("SELECT number, header, signature FROM blocks ORDER BY number").fetchall()
     transactions = 0
@@ -256,6 +258,8 @@ def verify_embedded(db: sqlite3.Connection, consortium: ConsortiumMaterial) -> V
             except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
                 raise _Failure(f"malformed block or transaction ({type(exc).__name__})", number, current_tx) from None
             previous = hashlib.sha256(bytes(header_raw)).hexdigest()
+            if progress is not None:
+                progress(number + 1, len(blocks))
         orphan = db.execute(
             "SELECT tx_id, block_number FROM transactions WHERE block_number >= ? LIMIT 1", (len(blocks),)
         ).fetchone()

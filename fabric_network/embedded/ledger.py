@@ -27,31 +27,37 @@ spreads that trust over the consortium.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from fabric_protos.ledger.queryresult import kv_query_result_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
+from typing import Any
 
 from fabric_network.contracts import CHAINCODE_NAME, CONTRACT_VERSION, evaluate_functions, new_chaincode
+from fabric_network.embedded.store import (
+    BUSY_TIMEOUT_MS,
+    LEDGER_FILE,
+    SCHEMA,
+    EmbeddedStub,
+    Executed,
+    canonical,
+    now_timestamp,
+    result_record,
+    run_to_completion,
+    simulate,
+    timestamp_text,
+    tx_hash,
+    unb64,
+    write_state,
+)
+from fabric_network.embedded.verify import verify_embedded
 from fabric_network.identities import (
     ConsortiumMaterial,
     SigningIdentity,
     identity_for,
-    is_low_s,
     load_consortium,
 )
 from fabric_network.ledger import (
@@ -63,6 +69,7 @@ from fabric_network.ledger import (
     LedgerEvent,
     LedgerSettings,
     TxResult,
+    VerifyProgress,
     VerifyReport,
     decode_result,
     encode_argument,
@@ -71,235 +78,7 @@ from fabric_network.ledger import (
     transaction_nonce,
 )
 from fabric_network.merkle import merkle_root
-from fabric_network.shim import ChaincodeStub, ContractChaincode
-
-T = TypeVar("T")
-LEDGER_FILE = "embedded-ledger.sqlite"
-BUSY_TIMEOUT_MS = 60_000
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS blocks (
-    number INTEGER PRIMARY KEY,
-    header BLOB NOT NULL,
-    signature BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS transactions (
-    tx_id TEXT PRIMARY KEY,
-    block_number INTEGER NOT NULL,
-    tx_index INTEGER NOT NULL,
-    proposal BLOB NOT NULL,
-    signature BLOB NOT NULL,
-    result BLOB NOT NULL,
-    UNIQUE (block_number, tx_index)
-);
-CREATE TABLE IF NOT EXISTS state (
-    key BLOB PRIMARY KEY,
-    value BLOB NOT NULL,
-    block_number INTEGER NOT NULL,
-    tx_index INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    key BLOB NOT NULL,
-    block_number INTEGER NOT NULL,
-    tx_index INTEGER NOT NULL,
-    tx_id TEXT NOT NULL,
-    value BLOB,
-    timestamp TEXT NOT NULL,
-    PRIMARY KEY (key, block_number, tx_index)
-);
-"""
-
-
-def canonical(value: Any) -> bytes:
-    """Canonical JSON bytes (sorted keys, compact): what gets hashed and signed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def tx_hash(proposal: bytes, signature: bytes, result: bytes) -> bytes:
-    """SHA-256 over the length-prefixed proposal, signature and result (no field can bleed into the next)."""
-    digest = hashlib.sha256()
-    for part in (proposal, signature, result):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode())
-
-
-def _now_timestamp() -> dict[str, int]:
-    nanos = time.time_ns()
-    return {"seconds": nanos // 1_000_000_000, "nanos": nanos % 1_000_000_000}
-
-
-def timestamp_text(stamp: dict[str, int]) -> str:
-    moment = dt.datetime.fromtimestamp(stamp["seconds"], tz=dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{stamp['nanos']:09d}Z"
-
-
-class _AsyncRows:
-    """An async iterator over precomputed rows: what the contract API expects from range and history queries."""
-
-    def __init__(self, rows: list[Any]) -> None:
-        self._rows = iter(rows)
-
-    def __aiter__(self) -> _AsyncRows:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return next(self._rows)
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-
-class EmbeddedStub(ChaincodeStub):  # type: ignore[misc]  # the library ships no type hints
-    """The chaincode stub over SQLite: reads see the committed state (plus earlier transactions of the same
-    block), writes are collected for the ledger to commit or discard. The shim's own ``set_event`` and composite
-    key helpers are inherited; its gRPC plumbing (``__init__``) is not used."""
-
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        *,
-        channel_id: str,
-        tx_id: str,
-        function: str,
-        args: list[str],
-        creator_msp: str,
-        creator_cert: bytes,
-        timestamp: dict[str, int],
-    ) -> None:
-        self._db = db
-        self.channel_id = channel_id
-        self.tx_id = tx_id
-        self.chaincode_id_name = CHAINCODE_NAME
-        self._function = function
-        self._args = args
-        self.creator = {"mspid": creator_msp, "idBytes": creator_cert}
-        self.tx_timestamp = Timestamp(seconds=timestamp["seconds"], nanos=timestamp["nanos"])
-        self._events: list[Any] = []
-        self.writes: dict[str, bytes | None] = {}
-
-    def get_function_and_parameters(self) -> tuple[str, list[str]]:
-        return self._function, list(self._args)
-
-    async def get_state(self, key: str) -> bytes:
-        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key.encode(),)).fetchone()
-        return bytes(row[0]) if row else b""
-
-    async def put_state(self, key: str, value: bytes | str) -> None:
-        if not key:
-            raise ValueError("put_state: key must not be empty")
-        self.writes[key] = value.encode() if isinstance(value, str) else bytes(value)
-
-    async def delete_state(self, key: str) -> None:
-        self.writes[key] = None
-
-    async def get_state_by_range(self, start_key: str, end_key: str) -> _AsyncRows:
-        sql = "SELECT key, value FROM state WHERE key >= ?"
-        params: list[bytes] = [start_key.encode()]
-        if end_key:
-            sql += " AND key < ?"
-            params.append(end_key.encode())
-        rows = self._db.execute(sql + " ORDER BY key", params).fetchall()
-        return _AsyncRows(
-            [kv_query_result_pb2.KV(namespace=CHAINCODE_NAME, key=bytes(k).decode(), value=bytes(v)) for k, v in rows]
-        )
-
-    async def get_history_for_key(self, key: str) -> _AsyncRows:
-        rows = self._db.execute(
-            "SELECT tx_id, value, timestamp FROM history WHERE key = ? ORDER BY block_number, tx_index",
-            (key.encode(),),
-        ).fetchall()
-        modifications = []
-        for tx, value, stamp in rows:
-            moment = dt.datetime.fromisoformat(stamp[:19] + "+00:00")
-            ts = Timestamp(seconds=int(moment.timestamp()), nanos=int(stamp[20:29]))
-            modifications.append(
-                kv_query_result_pb2.KeyModification(
-                    tx_id=tx, value=bytes(value or b""), timestamp=ts, is_delete=value is None
-                )
-            )
-        return _AsyncRows(modifications)
-
-    def event(self) -> dict[str, str] | None:
-        """The transaction's event as Fabric keeps it: the last one set."""
-        if not self._events:
-            return None
-        last = self._events[-1]
-        return {"name": last.event_name, "payload": _b64(bytes(last.payload))}
-
-
-@dataclass(frozen=True)
-class _Executed:
-    """A transaction after execution, ready to commit."""
-
-    tx_id: str
-    proposal: bytes
-    signature: bytes
-    result: bytes
-    payload: Any
-    writes: dict[str, bytes | None]
-    timestamp: str
-
-
-async def simulate(chaincode: ContractChaincode, stub: EmbeddedStub) -> tuple[Any, EmbeddedStub]:
-    """Run one transaction through the contracts' dispatcher: the peer response and the stub with its writes."""
-    response = await chaincode.invoke(stub)
-    return response, stub
-
-
-def result_record(response: Any, stub: EmbeddedStub) -> bytes:
-    """What a committed transaction stores as its result: status, payload, event and writes, canonically."""
-    return canonical(
-        {
-            "status": response.status,
-            "payload": _b64(bytes(response.payload)),
-            "event": stub.event(),
-            "writes": [[k, None if v is None else _b64(v)] for k, v in stub.writes.items()],
-        }
-    )
-
-
-def write_state(
-    db: sqlite3.Connection, writes: dict[str, bytes | None], block_number: int, index: int, tx: str, stamp: str
-) -> None:
-    """Apply a committed transaction's writes to the world state and the key history."""
-    for state_key, value in writes.items():
-        raw_key = state_key.encode()
-        if value is None:
-            db.execute("DELETE FROM state WHERE key = ?", (raw_key,))
-        else:
-            db.execute(
-                "INSERT OR REPLACE INTO state (key, value, block_number, tx_index) VALUES (?, ?, ?, ?)",
-                (raw_key, value, block_number, index),
-            )
-        db.execute(
-            "INSERT INTO history (key, block_number, tx_index, tx_id, value, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
-            (raw_key, block_number, index, tx, value, stamp),
-        )
-
-
-def run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a contract coroutine to its end, here and now, without an event loop.
-
-    The embedded stub answers every chaincode call from SQLite synchronously, and the contract API awaits
-    nothing else, so a transaction's coroutine never suspends: one ``send`` runs it to completion. Unlike an
-    event loop of our own, this also works when the caller is itself inside a running loop (FastAPI, Flower),
-    where ``run_until_complete`` refuses to nest, and it costs nothing per call.
-    """
-    try:
-        coroutine.send(None)
-    except StopIteration as finished:
-        result: T = finished.value
-        return result
-    coroutine.close()
-    raise LedgerError("a contract waited on real I/O; the embedded ledger runs contracts synchronously")
+from fabric_network.shim import ContractChaincode
 
 
 class EmbeddedLedger(Ledger):
@@ -356,7 +135,7 @@ class EmbeddedLedger(Ledger):
         with self._lock:
             self._check_open()
             tx = transaction_id(transaction_nonce(None), self._serialized_creator)
-            stub = self._stub(tx, function, [encode_argument(a) for a in args], _now_timestamp())
+            stub = self._stub(tx, function, [encode_argument(a) for a in args], now_timestamp())
             # One read transaction: every read of the evaluation sees the same committed snapshot (WAL), even
             # while another process commits blocks.
             self._db.execute("BEGIN")
@@ -414,16 +193,14 @@ class EmbeddedLedger(Ledger):
             raise LedgerError(f"tx_id: no committed transaction {tx_id}")
         return int(row[0])
 
-    def verify(self) -> VerifyReport:
-        from fabric_network.verify import verify_embedded
-
+    def verify(self, progress: VerifyProgress | None = None) -> VerifyReport:
         with self._lock:
             self._check_open()
             # One read transaction: the whole check sees one committed snapshot while other processes go on
             # committing blocks (without it, a block committed mid-walk would look like forged state).
             self._db.execute("BEGIN")
             try:
-                return verify_embedded(self._db, self._consortium)
+                return verify_embedded(self._db, self._consortium, progress)
             finally:
                 self._db.execute("COMMIT")
 
@@ -490,10 +267,10 @@ class EmbeddedLedger(Ledger):
             timestamp=stamp,
         )
 
-    async def _execute(self, call: Call, tx: str, nonce: bytes) -> _Executed | ContractRejected:
+    async def _execute(self, call: Call, tx: str, nonce: bytes) -> Executed | ContractRejected:
         """Simulate one transaction against the state as of now (inside the open block's SQL transaction)."""
         args = [encode_argument(a) for a in call.args]
-        stamp = _now_timestamp()
+        stamp = now_timestamp()
         response, stub = await simulate(self._chaincode, self._stub(tx, call.function, args, stamp))
         if response.status != 200:
             return ContractRejected(f"{call.function}: {response.message}")
@@ -510,7 +287,7 @@ class EmbeddedLedger(Ledger):
                 "args": args,
             }
         )
-        return _Executed(
+        return Executed(
             tx_id=tx,
             proposal=proposal,
             signature=self._identity.sign(proposal),
@@ -534,14 +311,14 @@ class EmbeddedLedger(Ledger):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return [TxResult(o.tx_id, number, o.payload) if isinstance(o, _Executed) else o for o in outcomes]
+        return [TxResult(o.tx_id, number, o.payload) if isinstance(o, Executed) else o for o in outcomes]
 
     async def _execute_block(
         self, calls: Sequence[Call], number: int
-    ) -> tuple[list[TxResult | LedgerError | _Executed], list[_Executed]]:
+    ) -> tuple[list[TxResult | LedgerError | Executed], list[Executed]]:
         """Run each call against the state left by the ones before it; apply the accepted ones' writes."""
-        outcomes: list[TxResult | LedgerError | _Executed] = []
-        executed: list[_Executed] = []
+        outcomes: list[TxResult | LedgerError | Executed] = []
+        executed: list[Executed] = []
         in_block: set[str] = set()
         for call in calls:
             if call.function in self._evaluate_only:
@@ -558,7 +335,7 @@ class EmbeddedLedger(Ledger):
                 outcomes.append(prior or LedgerError("idempotency_key: repeated within one batch"))
                 continue
             done = await self._execute(call, tx, nonce)
-            if isinstance(done, _Executed):
+            if isinstance(done, Executed):
                 self._apply(done, number, len(executed))
                 executed.append(done)
                 in_block.add(tx)
@@ -578,7 +355,7 @@ class EmbeddedLedger(Ledger):
             return 0, ""
         return int(row[0]) + 1, hashlib.sha256(bytes(row[1])).hexdigest()
 
-    def _apply(self, done: _Executed, block_number: int, index: int) -> None:
+    def _apply(self, done: Executed, block_number: int, index: int) -> None:
         write_state(self._db, done.writes, block_number, index, done.tx_id, done.timestamp)
         self._db.execute(
             "INSERT INTO transactions (tx_id, block_number, tx_index, proposal, signature, result) "
@@ -586,7 +363,7 @@ class EmbeddedLedger(Ledger):
             (done.tx_id, block_number, index, done.proposal, done.signature, done.result),
         )
 
-    def _append_block(self, number: int, previous: str, transactions: Sequence[_Executed]) -> None:
+    def _append_block(self, number: int, previous: str, transactions: Sequence[Executed]) -> None:
         hashes_hex = [tx_hash(t.proposal, t.signature, t.result).hex() for t in transactions]
         header = canonical(
             {
@@ -594,7 +371,7 @@ class EmbeddedLedger(Ledger):
                 "previous_hash": previous,
                 "tx_hashes": hashes_hex,
                 "data_hash": merkle_root([bytes.fromhex(h) for h in hashes_hex]).hex(),
-                "timestamp": timestamp_text(_now_timestamp()),
+                "timestamp": timestamp_text(now_timestamp()),
                 "orderer": {"mspid": self._orderer.msp_id, "cert": self._orderer.cert_pem.decode()},
             }
         )
@@ -613,8 +390,8 @@ class EmbeddedLedger(Ledger):
                 if self._db.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is None:
                     config = genesis_config(self._consortium, self._channel)
                     proposal = canonical({"type": "config", "config": config})
-                    stamp = _now_timestamp()
-                    done = _Executed(
+                    stamp = now_timestamp()
+                    done = Executed(
                         tx_id=hashlib.sha256(proposal).hexdigest(),
                         proposal=proposal,
                         signature=self._orderer.sign(proposal),
@@ -647,18 +424,6 @@ def genesis_config(consortium: ConsortiumMaterial, channel: str) -> dict[str, An
             for org in (consortium.orderer, *consortium.hospitals)
         ],
     }
-
-
-def verify_signature(cert_pem: bytes, signature: bytes, data: bytes) -> bool:
-    """Whether ``signature`` is a valid low-S ECDSA P-256/SHA-256 signature of ``data`` by the certificate's key."""
-    try:
-        key = x509.load_pem_x509_certificate(cert_pem).public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not is_low_s(signature):
-            return False
-        key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def ledger_path(state_dir: Path) -> Path:

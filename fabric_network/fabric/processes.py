@@ -111,17 +111,24 @@ class Supervisor:
         self._pid_file(name).write_text(json.dumps(asdict(record)))
         return record
 
-    def wait_serving(self, record: ProcessRecord, timeout_s: float = 60.0) -> None:
-        """Wait until the process listens on its port; fail early with its log's tail if it dies."""
+    def wait_serving(self, record: ProcessRecord, *also: int, timeout_s: float = 60.0) -> None:
+        """Wait until the process listens on its port and on every port in ``also``; fail early with its log's
+        tail if it dies.
+
+        A Fabric node opens its listeners one after the other (the orderer's admin endpoint comes after its
+        gRPC port), so a caller that next talks to another listener names it here rather than racing it.
+        """
         deadline = time.monotonic() + timeout_s
+        waiting = [record.port, *also]
         while time.monotonic() < deadline:
             if not self.is_running(record):
                 tail = Path(record.log).read_text(errors="replace").splitlines()[-15:]
                 raise RuntimeError(f"{record.name} stopped while starting; last log lines:\n" + "\n".join(tail))
-            if port_open(record.port):
+            waiting = [port for port in waiting if not port_open(port)]
+            if not waiting:
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{record.name} did not listen on port {record.port} within {timeout_s:.0f}s")
+        raise TimeoutError(f"{record.name} did not listen on port(s) {waiting} within {timeout_s:.0f}s")
 
     def stop(self, name: str, grace_s: float = 10.0) -> bool:
         """SIGTERM (then SIGKILL after ``grace_s``) the recorded process if it is still ours; forget it."""

@@ -1,6 +1,6 @@
 """A native Hyperledger Fabric v3.1.5 network for the consortium: configuration, packaging, lifecycle.
 
-``carefed fabric up`` follows the recipe of FABRIC.md §7 with the identities of ``carefed ledger init``:
+``carefed fabric up`` follows the recipe of docs/fabric-facts.md §7 with the identities of ``carefed ledger init``:
 one orderer (single-node Raft, channel participation API, short BatchTimeout), one peer per hospital (LevelDB,
 TLS, gateway, gossip external endpoint and anchor peer so other orgs and discovery see it), the channel
 joined through osnadmin and ``peer channel join``, CareFed's contracts packaged as chaincode-as-a-service,
@@ -31,17 +31,40 @@ from typing import Any, Literal
 
 import yaml
 
-from fabric_network.fabric_install import FabricHome
-from fabric_network.gateway import FabricError, FabricGateway, GatewayConnection
+from fabric_network.fabric.gateway import FabricError, FabricGateway, GatewayConnection
+from fabric_network.fabric.install import FabricHome
+from fabric_network.fabric.processes import Supervisor
 from fabric_network.identities import ConsortiumMaterial, OrgMaterial, load_consortium
-from fabric_network.processes import Supervisor
 
 CHANNEL = "carefed"
 CHAINCODE = "carefed"
 CHAINCODE_VERSION = "1.0"
 CHAINCODE_LABEL = "carefed_1.0"
-BATCH_TIMEOUT = "250ms"  # FABRIC.md §5: the default 2 s is ~2 s per isolated submit
+BATCH_TIMEOUT = "250ms"  # docs/fabric-facts.md §5: the default 2 s is ~2 s per isolated submit
 DEFAULT_BASE_PORT = 17050
+# Gossip timing for a consortium of a few peers (the defaults are sized for large networks).
+# Why it matters (read in Fabric v3.1.5, core/peer/peer.go createChannel and core/peer/peer.go callbacks): when
+# a peer joins the channel, its gossip dials every other org's anchor peer *before* the peer has registered the
+# channel (``p.channels[cid]`` is set after ``GossipService.InitializeChannel``) and, for the first anchor,
+# before the channel's TLS roots are added (the gossip config callback runs before ``updateTrustedRoots``).
+# So the first handshake with each anchor peer fails ("Could not acquire policy manager for channel", "x509:
+# certificate signed by unknown authority"), and the other side, not yet joined, refuses ours ("failed
+# classifying identity"). Gossip then waits ``reconnectInterval`` — by default ``aliveExpirationTimeout``, 25 s —
+# before dialling again, so for up to ~50 s no org can see another and every cross-org endorsement fails with
+# "failed to find any endorsing peers for org(s)". Fabric's retry is the designed recovery; a 1 s interval makes
+# it take one second instead of 25-50, and `up` returns only once discovery shows it done (``wait_endorsable``).
+# A peer that dies leaves the gateway's view after ``aliveExpirationTimeout``; until then the gateway falls back
+# to another layout of the policy when the dead peer refuses the connection. That timeout is kept at 15 s, not
+# lower: a live peer starved of CPU on a loaded host must not be declared dead (with 2 hospitals, majority = both,
+# a false death stops every submit), and a dead one costs only a refused connection meanwhile.
+GOSSIP_TIMING = {
+    "CORE_PEER_GOSSIP_RECONNECTINTERVAL": "1s",
+    "CORE_PEER_GOSSIP_MAXCONNECTIONATTEMPTS": "600",
+    "CORE_PEER_GOSSIP_ALIVETIMEINTERVAL": "1s",
+    "CORE_PEER_GOSSIP_ALIVEEXPIRATIONTIMEOUT": "15s",
+    "CORE_PEER_GOSSIP_PUBLISHSTATEINFOINTERVAL": "1s",
+    "CORE_PEER_GOSSIP_REQUESTSTATEINFOINTERVAL": "1s",
+}
 LOCALHOST = "127.0.0.1"
 
 
@@ -342,6 +365,7 @@ def peer_env(
         "CORE_PEER_CHAINCODELISTENADDRESS": f"{LOCALHOST}:{ports.peer_chaincode(index)}",
         "CORE_PEER_GOSSIP_BOOTSTRAP": address,
         "CORE_PEER_GOSSIP_EXTERNALENDPOINT": address,
+        **GOSSIP_TIMING,
         "CORE_PEER_LOCALMSPID": hospital.msp_id,
         "CORE_PEER_MSPCONFIGPATH": hospital.node.msp_dir,
         "CORE_PEER_TLS_ENABLED": "true",
@@ -419,7 +443,7 @@ def find_free_base_port(hospitals: int, low: int = 20000, high: int = 60000) -> 
     """A base port whose whole block is free now (random, so parallel test sessions rarely even try the same)."""
     import random
 
-    from fabric_network.processes import port_open
+    from fabric_network.fabric.processes import port_open
 
     for _ in range(200):
         plan = PortPlan(random.randrange(low, high, 100), hospitals)
@@ -489,7 +513,7 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         ports.orderer,
         ports.orderer_operations,
     )
-    supervisor.wait_serving(orderer)
+    supervisor.wait_serving(orderer, ports.orderer_admin)
     channels = _run(
         [str(home.binary("osnadmin")), "channel", "list", "-o", f"{LOCALHOST}:{ports.orderer_admin}"],
         _base_env(home),
@@ -531,7 +555,7 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
             _run([peer, "lifecycle", "chaincode", "install", str(layout.package)], admin, f"install {hospital.name}")
         record = supervisor.start(
             f"chaincode-{hospital.name}",
-            [sys.executable, "-m", "fabric_network.chaincode_service"],
+            [sys.executable, "-m", "fabric_network.fabric.chaincode_service"],
             chaincode_env(consortium, ports, index, manifest.package_id),
             ports.chaincode_server(index),
         )
@@ -540,7 +564,7 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
     if first_time or previous is None:
         _define_chaincode(home, consortium, ports, manifest.package_id)
     layout.manifest.write_text(json.dumps(asdict(manifest), indent=2))
-    wait_for_gateway_read(state_dir)
+    wait_endorsable(state_dir)
     return manifest
 
 
@@ -571,21 +595,45 @@ def connect(
     return FabricGateway(connection, identity_for(consortium, identity_org or org.name, role))
 
 
-def wait_for_gateway_read(state_dir: Path, timeout_s: float = 120.0) -> None:
-    """Until the chaincode answers a read through the gateway (discovery, launch and connection all done)."""
+def wait_endorsable(state_dir: Path, timeout_s: float = 120.0) -> None:
+    """Until every hospital's gateway can endorse with every hospital: its chaincode answers a read through
+    that hospital's peer, and that peer's discovery service lists an endorsing peer of every hospital.
+
+    This is the condition a submit needs (the gateway plans endorsements from exactly this discovery view), so
+    `up` ends when it holds — or fails naming which hospital does not see which, instead of returning a network
+    whose first cross-org submit fails.
+    """
+    consortium = load_consortium(state_dir)
+    wanted = {h.msp_id for h in consortium.hospitals}
     deadline = time.monotonic() + timeout_s
-    gateway = connect(state_dir)
+    gateways = {h.name: connect(state_dir, h.name) for h in consortium.hospitals}
+    pending = dict(gateways)
+    problems: dict[str, str] = {}
     try:
-        while True:
-            try:
-                gateway.evaluate("org.hyperledger.fabric:get_metadata")
-                return
-            except FabricError as exc:
-                if time.monotonic() > deadline:
-                    raise NetworkError(f"the network started but no gateway read succeeded: {exc}") from exc
-                time.sleep(1.0)
+        while pending:
+            for name, gateway in list(pending.items()):
+                try:
+                    gateway.evaluate("org.hyperledger.fabric:get_metadata")
+                    seen = set(gateway.endorsers())
+                except FabricError as exc:
+                    problems[name] = str(exc)
+                    continue
+                if seen >= wanted:
+                    del pending[name]
+                    problems.pop(name, None)
+                else:
+                    problems[name] = f"sees endorsers of {sorted(seen)}, not of {sorted(wanted - seen)}"
+            if pending and time.monotonic() > deadline:
+                detail = "; ".join(f"{name}: {problems.get(name, 'not ready')}" for name in pending)
+                raise NetworkError(
+                    f"the network started but cross-org endorsement did not form within {timeout_s:.0f}s ({detail}); "
+                    f"see the peer logs in {Layout.of(state_dir).root / 'logs'}"
+                )
+            if pending:
+                time.sleep(0.25)
     finally:
-        gateway.close()
+        for gateway in gateways.values():
+            gateway.close()
 
 
 def _define_chaincode(home: FabricHome, consortium: ConsortiumMaterial, ports: PortPlan, package: str) -> None:
@@ -647,7 +695,7 @@ class ProcessStatus:
 
 
 def status(state_dir: Path) -> list[ProcessStatus]:
-    from fabric_network.processes import healthz, port_open
+    from fabric_network.fabric.processes import healthz, port_open
 
     supervisor = Layout.of(state_dir).supervisor()
     result = []

@@ -16,19 +16,21 @@ on Fabric by configuration alone. How each guarantee of the interface maps onto 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fabric_protos.common import common_pb2, ledger_pb2
 from fabric_protos.msp import identities_pb2
 from fabric_protos.peer import transaction_pb2
 
-from fabric_network import gateway as gw
-from fabric_network.fabric_messages import chaincode_action
-from fabric_network.fabric_verify import BlockVerificationError, OrdererTrust, deliver_blocks, verify_chain
+from fabric_network.contracts import evaluate_functions
+from fabric_network.fabric import gateway as gw
+from fabric_network.fabric.messages import chaincode_action
+from fabric_network.fabric.verify import BlockVerificationError, OrdererTrust, deliver_blocks, verify_chain
 from fabric_network.ledger import (
     Call,
     ContractRejected,
@@ -39,12 +41,14 @@ from fabric_network.ledger import (
     LedgerSettings,
     LedgerUnavailable,
     TxResult,
+    VerifyProgress,
     VerifyReport,
     decode_result,
     encode_argument,
     transaction_nonce,
 )
 
+T = TypeVar("T")
 QSCC = "qscc"
 TRANSACTIONS_FILTER = common_pb2.BlockMetadataIndex.Value("TRANSACTIONS_FILTER")
 ENDORSER_TRANSACTION = common_pb2.HeaderType.Value("ENDORSER_TRANSACTION")
@@ -112,12 +116,17 @@ class FabricLedger(Ledger):
     def __init__(self, gateway: gw.FabricGateway, trust: OrdererTrust) -> None:
         self._gateway = gateway
         self._trust = trust
+        # Fabric would order a submitted query like any transaction (a block entry that writes nothing);
+        # the interface refuses it on every backend, as the embedded ledger does.
+        self._evaluate_only = evaluate_functions()
 
     @property
     def msp_id(self) -> str:
         return self._gateway.identity.msp_id
 
     def submit(self, function: str, *args: Any, idempotency_key: str | None = None) -> TxResult:
+        if function in self._evaluate_only:
+            raise LedgerError(f"{function}: is read-only; use evaluate")
         encoded = [encode_argument(a) for a in args]
         with _as_ledger_errors(function):
             if idempotency_key is None:
@@ -146,16 +155,68 @@ class FabricLedger(Ledger):
         raise gw.MVCCConflict(f"{function}: every attempt under idempotency_key {key!r} hit a read conflict")
 
     def submit_batch(self, calls: Sequence[Call]) -> list[TxResult | LedgerError]:
-        def one(call: Call) -> TxResult | LedgerError:
-            try:
-                return self.submit(call.function, *call.args, idempotency_key=call.idempotency_key)
-            except LedgerError as exc:
-                return exc
+        """Each call's outcome, as if the calls ran one after the other in the given order.
 
+        Endorsed concurrently, then handed to the orderer in call order (so Fabric orders them as given), then
+        awaited concurrently: independent calls share blocks. A call that read what an earlier call of the
+        batch wrote fails its commit with a read conflict and is run again, after the earlier ones — against
+        the state they left, exactly what the embedded ledger does by running the batch in order.
+        """
         if not calls:
             return []
+        outcomes: list[TxResult | LedgerError | gw.Prepared | None] = [None] * len(calls)
         with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_SUBMITS, len(calls))) as pool:
-            return list(pool.map(one, calls))
+            for index, endorsed in enumerate(pool.map(self._endorse, calls)):
+                outcomes[index] = endorsed
+            for index, outcome in enumerate(outcomes):
+                if isinstance(outcome, gw.Prepared):
+                    outcomes[index] = self._guarded(outcome.transaction, partial(self._send, outcome))
+            sent = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, gw.Prepared)]
+            for (index, _), result in zip(sent, pool.map(self._await, sent), strict=True):
+                outcomes[index] = result
+        final: list[TxResult | LedgerError] = []
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if outcome is None:  # conflicted with an earlier call of the batch, or its key was used: run it now
+                try:
+                    outcome = self.submit(call.function, *call.args, idempotency_key=call.idempotency_key)
+                except LedgerError as exc:
+                    outcome = exc
+            assert not isinstance(outcome, gw.Prepared)
+            final.append(outcome)
+        return final
+
+    def _endorse(self, call: Call) -> gw.Prepared | LedgerError | None:
+        """Endorse one call of a batch: prepared, refused, or None to run it again in order."""
+        if call.function in self._evaluate_only:
+            return LedgerError(f"{call.function}: is read-only; use evaluate")
+        nonce = transaction_nonce(call.idempotency_key) if call.idempotency_key is not None else None
+        args = [encode_argument(a) for a in call.args]
+        return self._guarded(call.function, lambda: self._gateway.endorse(call.function, args, nonce=nonce))
+
+    def _send(self, prepared: gw.Prepared) -> gw.Prepared:
+        self._gateway.send(prepared)
+        return prepared
+
+    def _await(self, item: tuple[int, gw.Prepared]) -> TxResult | LedgerError | None:
+        prepared = item[1]
+
+        def result() -> TxResult:
+            committed = self._gateway.committed(prepared)
+            return TxResult(committed.transaction_id, committed.block_number, decode_result(committed.payload))
+
+        return self._guarded(prepared.transaction, result)
+
+    @staticmethod
+    def _guarded(function: str, step: Callable[[], T]) -> T | LedgerError | None:
+        """Run one step of a batched submit: its value, a LedgerError, or None when the call must run again."""
+        try:
+            with _as_ledger_errors(function):
+                try:
+                    return step()
+                except (gw.MVCCConflict, gw.DuplicateTransaction):
+                    return None
+        except LedgerError as exc:
+            return exc
 
     def evaluate(self, function: str, *args: Any) -> Any:
         with _as_ledger_errors(function):
@@ -200,11 +261,18 @@ class FabricLedger(Ledger):
         for block in deliver_blocks(self._gateway, from_block, follow=follow):
             yield from block_events(block)
 
-    def verify(self) -> VerifyReport:
+    def verify(self, progress: VerifyProgress | None = None) -> VerifyReport:
         checks = ("hash chain", "data hashes", "orderer signatures")
         blocks = list(deliver_blocks(self._gateway, 0))
+
+        def reported() -> Iterator[common_pb2.Block]:
+            for number, block in enumerate(blocks):
+                yield block
+                if progress is not None:
+                    progress(number + 1, len(blocks))
+
         try:
-            height = verify_chain(blocks, self._trust)
+            height = verify_chain(reported(), self._trust)
         except BlockVerificationError as exc:
             return VerifyReport(
                 ok=False,
@@ -223,8 +291,8 @@ class FabricLedger(Ledger):
 def open_fabric_ledger(settings: LedgerSettings) -> FabricLedger:
     """The factory ``open_ledger`` uses for ``backend = "fabric"``: the network `carefed fabric up` started in
     ``settings.state_dir``, as ``settings.org``'s identity in ``settings.role``, through that org's peer."""
+    from fabric_network.fabric.network import NetworkError, connect
     from fabric_network.identities import IdentityError, load_consortium
-    from fabric_network.network import NetworkError, connect
 
     try:
         consortium = load_consortium(settings.state_dir)

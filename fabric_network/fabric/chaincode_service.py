@@ -1,8 +1,8 @@
 """CareFed's contracts as a Fabric chaincode service (CCaaS), with the Python shim's faults corrected.
 
-``fabric-chaincode-python`` 2.5.4 gives the contract API CareFed writes its contracts on, but its shim has four
-faults a consent ledger cannot live with (FABRIC.md §8; each is shown by a test in tests/fabric/test_shim.py
-that fails on the upstream shim and passes here):
+``fabric-chaincode-python`` 2.5.4 gives the contract API CareFed writes its contracts on, but its shim has five
+faults a consent ledger cannot live with (docs/fabric-facts.md §8; each is shown by a test in
+tests/fabric/test_shim.py that fails on the upstream shim and passes here):
 
 1. **Events are dropped.** ``fabric_shim/handler.py`` ``Handler.handle_stub_interaction`` builds the COMPLETED
    message without ``chaincode_event``, so ``set_event`` never reaches the peer or the Gateway's
@@ -20,6 +20,18 @@ that fails on the upstream shim and passes here):
    explicitly, so ``CORE_TLS_CLIENT_KEY_PATH``/``..._CERT_PATH`` never apply and the server listens in
    plaintext. → :func:`build_server` reads :class:`ChaincodeServerSettings` and serves TLS (mutual TLS when a
    client CA is given). It also runs on ``asyncio.run`` (``get_event_loop()`` fails on Python 3.14).
+5. **Concurrent transactions lose messages.** ``Handler.chat_with_peer`` handles every message from the peer in
+   a task of its own, and each task writes to the stream (state requests, COMPLETED) with no coordination; a
+   grpc.aio stream takes one write at a time and fails the others (``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS``).
+   A lost COMPLETED leaves the peer waiting out ``chaincode.executetimeout`` (30 s): with the peer sending
+   transactions concurrently, an evaluate or endorsement now and then ends in DEADLINE_EXCEEDED.
+   → :class:`SerialStream` queues the writes of one stream behind a lock.
+
+One addition that is not a fault fix: Fabric 3.x peers take a transaction's writes as one WRITE_BATCH_STATE
+message when they announce it in READY (``chaincode.runtimeParams.useWriteBatch``, on by default), where the
+upstream shim sends one PUT_STATE round trip per key. :class:`CareFedHandler` buffers a transaction's writes and
+sends them in batches before COMPLETED, as Fabric's Go shim does; an audit batch of 100 events then costs one
+round trip instead of 100. Semantics do not change: chaincode reads never see the transaction's own writes.
 
 Why a subclass and not CareFed's own shim: every fault sits in one method (or one logger), and the upstream
 ``ChaincodeStub`` (state, range and history iterators, composite keys, creator and timestamp decoding) is the
@@ -40,6 +52,7 @@ from typing import Any
 
 import grpc
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, chaincode_shim_pb2_grpc, proposal_response_pb2
+from google.protobuf import empty_pb2, unknown_fields
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,6 +62,7 @@ _log = logging.getLogger(__name__)
 
 Message = chaincode_shim_pb2.ChaincodeMessage
 INTERNAL_ERROR = 500
+ERROR_THRESHOLD = 400  # Fabric's shim.ERRORTHRESHOLD: a status from here on fails the endorsement
 
 
 class PeerRequestError(RuntimeError):
@@ -60,8 +74,59 @@ def _drop_per_message_noise(record: logging.LogRecord) -> bool:
     return record.getMessage() != "-->> Look out!"
 
 
+def write_batch_size(ready_payload: bytes) -> int:
+    """How many writes the peer takes per WRITE_BATCH_STATE, from READY's ``ChaincodeAdditionalParams``
+    (``use_write_batch`` = field 1, ``max_size_write_batch`` = field 2); 0 when it takes them one by one.
+
+    fabric-protos' Python bindings predate that message, so its two varint fields are read as unknown fields.
+    """
+    found = unknown_fields.UnknownFieldSet(empty_pb2.Empty.FromString(ready_payload))
+    fields = {found[i].field_number: found[i].data for i in range(len(found))}
+    return int(fields.get(2, 0)) if fields.get(1) else 0
+
+
 class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
-    """The upstream stream handler with faults 1 and 2 corrected (see the module docstring)."""
+    """The upstream stream handler with faults 1 and 2 corrected and write batching (see the module docstring)."""
+
+    def __init__(self, cc_id: str, cc: Any) -> None:
+        super().__init__(cc_id, cc)
+        self._write_batch = 0  # records per WRITE_BATCH_STATE the peer takes; 0 = one PUT_STATE per write
+        self._writes: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}  # (channel, tx) → (coll, key) → record
+
+    async def handle_message_established(self, msg: Any) -> None:
+        await super().handle_message_established(msg)
+        if msg.type == Message.READY:
+            self._write_batch = write_batch_size(msg.payload)
+
+    async def handle_put_state(self, collection: str, key: str, value: bytes, channel_id: str, tx_id: str) -> Any:
+        if not self._write_batch:
+            return await super().handle_put_state(collection, key, value, channel_id, tx_id)
+        record = chaincode_shim_pb2.WriteRecord(
+            type=chaincode_shim_pb2.WriteRecord.PUT_STATE, key=key, value=value, collection=collection
+        )
+        self._writes.setdefault((channel_id, tx_id), {})[(collection, key)] = record
+        return None
+
+    async def handle_delete_state(self, collection: str, key: str, channel_id: str, tx_id: str) -> Any:
+        if not self._write_batch:
+            return await super().handle_delete_state(collection, key, channel_id, tx_id)
+        record = chaincode_shim_pb2.WriteRecord(
+            type=chaincode_shim_pb2.WriteRecord.DEL_STATE, key=key, collection=collection
+        )
+        self._writes.setdefault((channel_id, tx_id), {})[(collection, key)] = record
+        return None
+
+    async def _send_writes(self, msg: Any, records: list[Any]) -> None:
+        """A transaction's buffered writes, in WRITE_BATCH_STATE messages of at most the peer's batch size."""
+        for first in range(0, len(records), self._write_batch):
+            batch = chaincode_shim_pb2.WriteBatchState(rec=records[first : first + self._write_batch])
+            request = Message(
+                type=Message.WRITE_BATCH_STATE,
+                payload=batch.SerializeToString(),
+                txid=msg.txid,
+                channel_id=msg.channel_id,
+            )
+            await self._Handler__ask_peer_and_listen(request, "WriteBatchState")
 
     async def _Handler__ask_peer_and_listen(self, msg: Any, action: str) -> Any:
         # Overrides the upstream private ``Handler.__ask_peer_and_listen``, the one place every state request
@@ -81,12 +146,19 @@ class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
             run = self.chaincode.init if action.lower() == "init" else self.chaincode.invoke
             response = await run(stub)
         except Exception as exc:  # a malformed proposal: tell the peer rather than leave it waiting
+            self._writes.pop((msg.channel_id, msg.txid), None)
             await self.context.write(
                 Message(type=Message.ERROR, payload=str(exc).encode(), txid=msg.txid, channel_id=msg.channel_id)
             )
             return
         if not response or not response.status:
             response = proposal_response_pb2.Response(status=INTERNAL_ERROR, message="chaincode returned no status")
+        writes = self._writes.pop((msg.channel_id, msg.txid), {})
+        if writes and response.status < ERROR_THRESHOLD:  # a refused transaction's writes are dropped anyway
+            try:
+                await self._send_writes(msg, list(writes.values()))
+            except PeerRequestError as exc:
+                response = proposal_response_pb2.Response(status=INTERNAL_ERROR, message=str(exc))
         completed = Message(
             type=Message.COMPLETED, payload=response.SerializeToString(), txid=msg.txid, channel_id=msg.channel_id
         )
@@ -96,11 +168,26 @@ class CareFedHandler(Handler):  # type: ignore[misc]  # the shim is untyped
         await self.context.write(completed)
 
 
+class SerialStream:
+    """A stream context whose ``write`` s run one at a time (fault 5); everything else is the context's own."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._lock = asyncio.Lock()
+
+    async def write(self, message: Any) -> None:
+        async with self._lock:
+            await self._context.write(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 class CareFedChaincodeService(ChaincodeService):  # type: ignore[misc]  # the shim is untyped
     """The gRPC ``Chaincode`` service the peer dials, one :class:`CareFedHandler` per connection."""
 
     async def Connect(self, request_iterator: AsyncIterable[Any], context: grpc.aio.ServicerContext) -> None:
-        await CareFedHandler(self._ccid, self._cc).chat_with_peer(request_iterator, context)
+        await CareFedHandler(self._ccid, self._cc).chat_with_peer(request_iterator, SerialStream(context))
 
 
 class ChaincodeServerSettings(BaseSettings):
@@ -177,7 +264,7 @@ async def serve(chaincode: ContractChaincode, settings: ChaincodeServerSettings)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m fabric_network.chaincode_service [--contract module:Class …]`` with settings from env."""
+    """``python -m fabric_network.fabric.chaincode_service [--contract module:Class …]`` with settings from env."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--contract", action="append", help="module:Class of a contract (repeatable; default: CareFed's contracts)"

@@ -25,8 +25,8 @@ from fabric_protos.orderer import ab_pb2
 from fabric_protos.peer import events_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from fabric_network.fabric_messages import NONCE_BYTES, creator_of
-from fabric_network.gateway import FabricGateway, translate
+from fabric_network.fabric.gateway import FabricGateway, translate
+from fabric_network.fabric.messages import NONCE_BYTES, creator_of
 
 SIGNATURES = common_pb2.BlockMetadataIndex.Value("SIGNATURES")
 

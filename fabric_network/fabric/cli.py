@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from carefed.options import DEFAULT_STATE_DIR, StateDir
+
 fabric_app = typer.Typer(help="A native Hyperledger Fabric network for the consortium.", no_args_is_help=True)
 err_console = Console(stderr=True)
 
@@ -27,7 +29,7 @@ def fabric_install(
     ] = None,
 ) -> None:
     """Build (or copy) the Fabric v3.1.5 binaries into the per-version cache; skipped when already there."""
-    from fabric_network.fabric_install import FabricInstallError, default_fabric_home, install
+    from fabric_network.fabric.install import FabricInstallError, default_fabric_home, install
 
     home = default_fabric_home()
     try:
@@ -38,12 +40,9 @@ def fabric_install(
     err_console.print(("Installed" if installed else "Already installed:") + f" Fabric binaries in {home.root}")
 
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="CareFed state directory (git-ignored).")]
-
-
 @fabric_app.command("up")
 def fabric_up(
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     hospitals: Annotated[
         int | None, typer.Option("--hospitals", help="Number of hospitals (must match `carefed ledger init`).")
     ] = None,
@@ -52,9 +51,9 @@ def fabric_up(
     ] = None,
 ) -> None:
     """Start the network (create it the first time; restart it on its ledgers afterwards)."""
-    from fabric_network.fabric_install import FabricInstallError, default_fabric_home
+    from fabric_network.fabric.install import FabricInstallError, default_fabric_home
+    from fabric_network.fabric.network import NetworkError, up
     from fabric_network.identities import IdentityError
-    from fabric_network.network import NetworkError, up
 
     try:
         with err_console.status("Starting the Fabric network (orderer, peers, chaincode servers)…"):
@@ -66,11 +65,11 @@ def fabric_up(
 
 
 @fabric_app.command("status")
-def fabric_status(state_dir: StateDir = Path(".carefed")) -> None:
+def fabric_status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     """Every process of the network: pid, port and health (/healthz for peers and orderer); exit 1 if one is not."""
     from rich.table import Table
 
-    from fabric_network.network import status
+    from fabric_network.fabric.network import status
 
     processes = status(state_dir)
     if not processes:
@@ -90,11 +89,13 @@ def fabric_status(state_dir: StateDir = Path(".carefed")) -> None:
 
 @fabric_app.command("down")
 def fabric_down(
-    state_dir: StateDir = Path(".carefed"),
+    state_dir: StateDir = DEFAULT_STATE_DIR,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete the network's ledgers and config.")] = False,
 ) -> None:
     """Stop exactly the processes `up` started; `--purge` also removes the network's state."""
-    from fabric_network.network import down
+    from fabric_network.fabric.network import down
 
+    if not state_dir.is_dir():
+        _fail(f"--state-dir: {state_dir} does not exist, so no network of it can be running")
     stopped = down(state_dir, purge)
     err_console.print(f"Stopped {len(stopped)} processes" + (" and removed the network's state" if purge else ""))

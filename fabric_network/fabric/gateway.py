@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from fabric_protos.discovery import protocol_pb2 as discovery_pb2
+from fabric_protos.discovery import protocol_pb2_grpc as discovery_pb2_grpc
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
+from fabric_protos.gossip import message_pb2 as gossip_pb2
+from fabric_protos.msp import identities_pb2
 from fabric_protos.orderer import ab_pb2
-from fabric_protos.peer import transaction_pb2
+from fabric_protos.peer import proposal_response_pb2, transaction_pb2
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
 
-from fabric_network.fabric_messages import creator_of, new_proposal, transaction_result
+from fabric_network.fabric.messages import creator_of, new_proposal, transaction_result
 from fabric_network.identities import SigningIdentity
 
 VALID = transaction_pb2.TxValidationCode.Value("VALID")
@@ -70,6 +75,16 @@ class Committed:
     transaction_id: str
     block_number: int
     payload: bytes
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An endorsed transaction, signed and ready for the orderer (``envelope`` is None until endorsed)."""
+
+    transaction: str
+    transaction_id: str
+    endorsing_orgs: tuple[str, ...]
+    envelope: Any
 
 
 @dataclass(frozen=True)
@@ -176,6 +191,7 @@ class FabricGateway:
         credentials = grpc.ssl_channel_credentials(root_certificates=connection.tls_root_cert_pem)
         self.grpc_channel = grpc.secure_channel(connection.endpoint, credentials, options=options)
         self._gateway = gateway_pb2_grpc.GatewayStub(self.grpc_channel)
+        self._discovery = discovery_pb2_grpc.DiscoveryStub(self.grpc_channel)
 
     def close(self) -> None:
         self.grpc_channel.close()
@@ -235,47 +251,85 @@ class FabricGateway:
         A given ``nonce`` fixes the transaction id; if that id is already on the ledger Fabric refuses it and
         :class:`DuplicateTransaction` is raised instead of committing twice.
         """
+        prepared = self.endorse(transaction, args, endorsing_orgs, nonce)
+        self.send(prepared)
+        return self.committed(prepared)
+
+    def endorse(
+        self,
+        transaction: str,
+        args: Sequence[str] = (),
+        endorsing_orgs: Sequence[str] = (),
+        nonce: bytes | None = None,
+    ) -> Prepared:
+        """Have the transaction endorsed (per the policy, or by ``endorsing_orgs``) and sign its envelope."""
         channel = self.connection.channel
-        args_bytes = self._args(transaction, args)
-        proposal = new_proposal(self.identity, channel, self.connection.chaincode, args_bytes, nonce=nonce)
-        tx_id = proposal.transaction_id
-        try:
+        proposal = new_proposal(
+            self.identity, channel, self.connection.chaincode, self._args(transaction, args), nonce=nonce
+        )
+        prepared = Prepared(transaction, proposal.transaction_id, tuple(endorsing_orgs), None)
+        with self._submit_errors(prepared):
             endorsed = self._gateway.Endorse(
                 gateway_pb2.EndorseRequest(
-                    transaction_id=tx_id,
+                    transaction_id=prepared.transaction_id,
                     channel_id=channel,
                     proposed_transaction=proposal.signed,
                     endorsing_organizations=list(endorsing_orgs),
                 ),
                 timeout=self.timeout_s,
             )
-            envelope = endorsed.prepared_transaction
-            envelope.signature = self.identity.sign(envelope.payload)
+        envelope = endorsed.prepared_transaction
+        envelope.signature = self.identity.sign(envelope.payload)
+        return Prepared(transaction, prepared.transaction_id, prepared.endorsing_orgs, envelope)
+
+    def send(self, prepared: Prepared) -> None:
+        """Hand an endorsed transaction to the orderer; returns once the orderer has accepted it.
+
+        Transactions sent one after the other through one gateway are ordered in that order.
+        """
+        with self._submit_errors(prepared):
             self._gateway.Submit(
-                gateway_pb2.SubmitRequest(transaction_id=tx_id, channel_id=channel, prepared_transaction=envelope),
+                gateway_pb2.SubmitRequest(
+                    transaction_id=prepared.transaction_id,
+                    channel_id=self.connection.channel,
+                    prepared_transaction=prepared.envelope,
+                ),
                 timeout=self.timeout_s,
             )
+
+    def committed(self, prepared: Prepared) -> Committed:
+        """Wait for a sent transaction's commit; its block and result, or the error its validation code means."""
+        tx_id, transaction = prepared.transaction_id, prepared.transaction
+        with self._submit_errors(prepared):
             status = self.commit_status(tx_id)
-        except grpc.RpcError as exc:
-            error = translate(exc, f"submit {transaction}")
-            if "duplicate transaction found" in str(error) or any(
-                "duplicate transaction found" in d.message for d in error_details(exc)
-            ):
-                raise DuplicateTransaction(tx_id) from exc
-            raise error from exc
         if status.result == DUPLICATE_TXID:
             raise DuplicateTransaction(tx_id)
         if status.result == MVCC_READ_CONFLICT:
             raise MVCCConflict(f"{transaction} ({tx_id}): MVCC read conflict")
         if status.result == ENDORSEMENT_POLICY_FAILURE:
+            endorsers = ", ".join(prepared.endorsing_orgs) or "the gateway default"
             raise EndorsementPolicyFailure(
-                f"{transaction} ({tx_id}) was endorsed by {', '.join(endorsing_orgs) or 'the gateway default'} "
-                "and does not satisfy the chaincode's endorsement policy"
+                f"{transaction} ({tx_id}) was endorsed by {endorsers} and does not satisfy the chaincode's "
+                "endorsement policy"
             )
         if status.result != VALID:
             code = transaction_pb2.TxValidationCode.Name(status.result)
             raise TransactionInvalid(f"{transaction} ({tx_id}) committed as invalid: {code}")
-        return Committed(tx_id, int(status.block_number), bytes(transaction_result(envelope).payload))
+        assert prepared.envelope is not None
+        return Committed(tx_id, int(status.block_number), bytes(transaction_result(prepared.envelope).payload))
+
+    @contextmanager
+    def _submit_errors(self, prepared: Prepared) -> Iterator[None]:
+        """gRPC failures of a submit's steps → :class:`FabricError` s (a repeated id → DuplicateTransaction)."""
+        try:
+            yield
+        except grpc.RpcError as exc:
+            error = translate(exc, f"submit {prepared.transaction}")
+            if "duplicate transaction found" in str(error) or any(
+                "duplicate transaction found" in d.message for d in error_details(exc)
+            ):
+                raise DuplicateTransaction(prepared.transaction_id) from exc
+            raise error from exc
 
     def commit_status(self, transaction_id: str) -> gateway_pb2.CommitStatusResponse:
         """Block until the transaction is committed on the gateway peer; its validation code and block."""
@@ -284,6 +338,41 @@ class FabricGateway:
         ).SerializeToString()
         signed = gateway_pb2.SignedCommitStatusRequest(request=request, signature=self.identity.sign(request))
         return self._gateway.CommitStatus(signed, timeout=self.timeout_s)
+
+    def endorsers(self) -> dict[str, list[str]]:
+        """The chaincode's endorsing peers as this peer's discovery service reports them: MSP id → endpoints.
+
+        This is the very view the peer's gateway plans endorsements from (gossip membership of the channel,
+        filtered to peers that have the chaincode installed), so an org missing here is an org the gateway
+        cannot ask to endorse — the ``failed to find any endorsing peers for org(s)`` of a submit.
+        """
+        interest = proposal_response_pb2.ChaincodeInterest(
+            chaincodes=[proposal_response_pb2.ChaincodeCall(name=self.connection.chaincode)]
+        )
+        request = discovery_pb2.Request(
+            authentication=discovery_pb2.AuthInfo(client_identity=creator_of(self.identity)),
+            queries=[
+                discovery_pb2.Query(
+                    channel=self.connection.channel, cc_query=discovery_pb2.ChaincodeQuery(interests=[interest])
+                )
+            ],
+        ).SerializeToString()
+        signed = discovery_pb2.SignedRequest(payload=request, signature=self.identity.sign(request))
+        try:
+            response = self._discovery.Discover(signed, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise translate(exc, "discover endorsers") from exc
+        result = response.results[0]
+        if result.HasField("error"):
+            raise FabricError(f"discover endorsers: {result.error.content}")
+        found: dict[str, set[str]] = {}
+        for descriptor in result.cc_query_res.content:
+            for peers in descriptor.endorsers_by_groups.values():
+                for peer in peers.peers:
+                    msp_id = identities_pb2.SerializedIdentity.FromString(peer.identity).mspid
+                    alive = gossip_pb2.GossipMessage.FromString(peer.membership_info.payload).alive_msg
+                    found.setdefault(msp_id, set()).add(alive.membership.endpoint)
+        return {msp_id: sorted(endpoints) for msp_id, endpoints in sorted(found.items())}
 
     def events(self, start_block: int = 0, timeout_s: float | None = None) -> Iterator[ContractEvent]:
         """Chaincode events committed from ``start_block`` on, as they come (ends on timeout or close)."""
