@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 import tomli_w
 
 from consortium.tls import SuperLinkTls
@@ -309,20 +310,34 @@ class FlowerRuntime:
                 os.killpg(process.pid, sig)
 
     def close(self) -> None:
-        """SIGTERM every process, give them time to deregister, then SIGKILL what is left; reap all."""
+        """SIGTERM every process, give them time to deregister, then SIGKILL what is left; reap all.
+
+        Flower's SuperExec starts each ServerApp/ClientApp in a session of its own, so signalling our process
+        groups misses them: their processes are found first (before a parent's exit re-parents them to init)
+        and stopped by pid, or a `flwr-serverapp` would outlive the deployment holding its ports and files.
+        """
         processes = [
             *self.supernodes.values(),
             *([self._superlink] if self._superlink else []),
             *self.others.values(),
         ]
+        detached = _descendants_outside_groups(processes)
         for process in processes:
             self._signal_group(process, signal.SIGTERM)
+        for app in detached:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                app.terminate()
         for process in processes:
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self._signal_group(process, signal.SIGKILL)
                 process.wait()
+        _, still_running = psutil.wait_procs(detached, timeout=15)
+        for app in still_running:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                app.kill()
+        psutil.wait_procs(still_running, timeout=5)
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -332,3 +347,17 @@ class FlowerRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _descendants_outside_groups(processes: list[subprocess.Popen[bytes]]) -> list[psutil.Process]:
+    """Every live descendant of `processes` that is not in one of their process groups (so a group signal
+    misses it): the app processes Flower's SuperExec starts with a session of their own."""
+    groups = {process.pid for process in processes}
+    found: list[psutil.Process] = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(process.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):  # it may end meanwhile
+                    if os.getpgid(child.pid) not in groups:
+                        found.append(child)
+    return found
