@@ -285,11 +285,7 @@ def run_demo(
     finally:
         if backend == "fabric":
             stop_fabric_network(demo_state)
-            console.print(
-                f"Fabric network stopped; its ledgers stay in {demo_state}: `carefed fabric up --state-dir "
-                f"{demo_state}` restarts it, then `carefed audit export --backend fabric --state-dir "
-                f"{demo_state} --out DIR` exports the audit trail"
-            )
+            console.print(f"Fabric network stopped; its ledgers stay in {demo_state}")
     shutil.copyfile(ModelRegistry(demo_state / "registry").path_of(artifact.sha256), run_dir / "model.carefed")
 
     rounds_table = Table(title="Federated DP + HE: test AUC per round (mean of hospitals' held-out data)")
@@ -389,13 +385,29 @@ def run_demo(
         f"[bold]wrote[/] {run_dir} (model.carefed, report.md, {', '.join(p.name for p in plots)}) "
         f"in {summary['elapsed_s']:.0f} s"
     )
-    flag = "" if state_dir == Path(".carefed") else f" --state-dir {state_dir}"
-    console.print(
-        f"The consortium stays in {state_dir}: try `carefed ledger verify{flag}`, "
-        f"`carefed report privacy-budget{flag}`, `carefed report consent-coverage {run_id}{flag}`, "
-        f"`carefed audit export --format fhir --out audit-export{flag}` and `carefed api{flag}` (README.md)."
-    )
+    console.print(next_steps(state_dir, backend, run_id))
     return run_dir
+
+
+def next_steps(state_dir: Path, backend: str, run_id: str) -> str:
+    """The commands to look at what the demo left, written for the backend it ran on (every one must work as
+    printed: on Fabric the network was stopped, so it comes first, and the API serves the embedded ledger only)."""
+    flag = "" if state_dir == Path(".carefed") else f" --state-dir {state_dir}"
+    if backend == "fabric":
+        flag += " --backend fabric"
+    commands = [
+        f"carefed ledger verify{flag}",
+        f"carefed report privacy-budget{flag}",
+        f"carefed report consent-coverage {run_id}{flag}",
+        f"carefed audit export --format fhir --out audit-export{flag}",
+    ]
+    if backend == "fabric":
+        start = f"carefed fabric up --state-dir {state_dir}"
+        return f"The consortium stays in {state_dir}: start its network with `{start}`, then try " + ", ".join(
+            f"`{command}`" for command in commands
+        )
+    commands.append(f"carefed api{flag}")
+    return f"The consortium stays in {state_dir}: try " + ", ".join(f"`{c}`" for c in commands) + " (README.md)."
 
 
 def _funnel_table(funnels: dict[str, dict[str, Any]]) -> Table:

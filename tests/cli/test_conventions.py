@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from pathlib import Path
 
 import click
@@ -13,6 +15,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from carefed.cli import app
+from consortium.demo import next_steps
 from fabric_network.identities import init_identities
 
 runner = CliRunner()
@@ -162,3 +165,19 @@ def test_ledger_verify_reports_progress_block_by_block(tmp_path: Path) -> None:
     assert calls == [(n, report.height) for n in range(1, report.height + 1)]
     result = runner.invoke(app, ["ledger", "verify", "--state-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["ok"] is True
+
+
+@pytest.mark.parametrize("backend", ["embedded", "fabric"])
+def test_the_demos_next_steps_are_commands_the_cli_accepts(backend: str) -> None:
+    """The demo ends by printing what to try next; each printed command must parse as written (an option the
+    command lacks, or a missing `--backend fabric` after a Fabric demo, sent users into errors)."""
+    hint = next_steps(Path("/tmp/demo-state"), backend, "run-1")
+    commands = [shlex.split(command) for command in re.findall(r"`carefed ([^`]+)`", hint)]
+    assert len(commands) >= 4
+    for args in commands:
+        if args[:2] != ["fabric", "up"]:
+            assert ("--backend" in args) == (backend == "fabric"), args
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0, f"`carefed {' '.join(args)}` is refused: {result.output}"
+    if backend == "fabric":
+        assert commands[0][:2] == ["fabric", "up"], "the stopped network must be started before the rest"
