@@ -3,14 +3,23 @@
 The packages log with ``logging.getLogger(__name__)`` (so libraries and our code share one pipeline); this
 module puts structlog's `ProcessorFormatter` on the root handler, which adds a UTC timestamp and the level and
 renders either coloured console lines or one JSON object per line (``--log-format json``) for a log collector.
+The long-running services CareFed starts (Fabric nodes, chaincode servers, Flower's SuperLink and SuperNodes)
+log to files with rotation: `rotating_log`.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
 
 import structlog
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carefed.options import LogFormat
 
@@ -60,3 +69,32 @@ def configure_logging(level: int = logging.WARNING, log_format: LogFormat = LogF
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+class LogRotation(BaseSettings):
+    """How large a service's log file grows before it is rotated, and how many old files are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREFED_LOG_")
+
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="rotate a service log past this size")
+    backups: int = Field(default=5, ge=1, description="rotated files kept: name.log.1 … name.log.N")
+
+
+@contextmanager
+def rotating_log(path: Path, rotation: LogRotation | None = None) -> Iterator[IO[bytes]]:
+    """A pipe to hand a service as stdout/stderr; `carefed.log_pump` writes what arrives to ``path`` with
+    rotation. Start the service inside the ``with``: on leaving it only the service (and what it starts) holds
+    the pipe, so the pump ends when they do.
+    """
+    rotation = rotation or LogRotation()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pump = subprocess.Popen(
+        [sys.executable, "-m", "carefed.log_pump", str(path), str(rotation.max_bytes), str(rotation.backups)],
+        stdin=subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C for the service's parent must not cut its log short
+    )
+    assert pump.stdin is not None
+    try:
+        yield pump.stdin
+    finally:
+        pump.stdin.close()

@@ -2,7 +2,7 @@
 
 No simulation engine: the same binaries a consortium runs in production (`flower-superlink`,
 `flower-supernode`, `flwr run`), on free localhost ports, with TLS unless told otherwise. What Flower 1.42 needs
-that is easy to get wrong (FLOWER.md): runtime dependency installation disabled (offline), `FLWR_HOME` inside
+that is easy to get wrong (docs/flower.md): runtime dependency installation disabled (offline), `FLWR_HOME` inside
 the state directory (the CLI reads its connections from `$FLWR_HOME/config.toml`), and completion learnt by
 polling `flwr ls`, because `flwr run --stream` exits 0 even when the ServerApp crashed.
 """
@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import psutil
 import tomli_w
 
+from carefed.logs import rotating_log
 from consortium.tls import SuperLinkTls
 
 CONNECTION_NAME = "carefed"
@@ -85,7 +86,6 @@ class FlowerRuntime:
     supernodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     others: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _superlink: subprocess.Popen[bytes] | None = None
-    _logs: list[IO[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -115,11 +115,11 @@ class FlowerRuntime:
         return self.home / "logs" / f"{name}.log"
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a process of this deployment (own session, output in `logs/<name>.log`); closed with the rest."""
-        log = self.log_path(name).open("ab")
-        self._logs.append(log)
-        # A new session so a Ctrl-C in the terminal reaches us first and we shut the processes down in order.
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        """Start a process of this deployment (own session, output in `logs/<name>.log`, rotated); closed with
+        the rest."""
+        with rotating_log(self.log_path(name)) as log:
+            # A new session so a Ctrl-C in the terminal reaches us first and we shut the processes down in order.
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         if not name.startswith(("superlink", "supernode-")):
             self.others[name] = process
         return process
@@ -338,9 +338,6 @@ class FlowerRuntime:
             with contextlib.suppress(psutil.NoSuchProcess):
                 app.kill()
         psutil.wait_procs(still_running, timeout=5)
-        for log in self._logs:
-            log.close()
-        self._logs.clear()
 
     def __enter__(self) -> FlowerRuntime:
         return self

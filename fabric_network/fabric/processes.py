@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from carefed.logs import rotating_log
+
 
 @dataclass(frozen=True)
 class ProcessRecord:
@@ -95,7 +97,7 @@ class Supervisor:
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
+        with rotating_log(log_path) as log:
             process = subprocess.Popen(
                 list(argv),
                 env=dict(env),
