@@ -62,7 +62,10 @@ def vote(ledger: Ledger, run_id: str, decision: str) -> dict[str, Any]:
 def require_approved(ledger: Ledger, run_id: str, expected: dict[str, Any]) -> dict[str, Any]:
     """The started run this hospital approved, whose terms equal `expected`; else `NotApproved`.
 
-    `expected` holds what the aggregator asked for: purpose, epsilon, delta, rounds.
+    `expected` holds what the aggregator asked for: purpose, epsilon, delta, rounds, whether updates are
+    encrypted (he) and the SHA-256 of the model spec (features, ranges, layers, seed) the hospital is asked to
+    train, which must be the proposal's `schema_sha256`: an aggregator that changed the features or the network
+    after the vote would otherwise train on terms nobody approved.
     """
     run = read_run(ledger, run_id)
     me = ledger.msp_id
@@ -73,9 +76,15 @@ def require_approved(ledger: Ledger, run_id: str, expected: dict[str, Any]) -> d
             f"{me} has not approved run {run_id} ({run['votes'].get(me, 'no vote')}); not training even though the "
             "majority approved"
         )
-    approved = {"purpose": run["purpose"], "epsilon": run["dp"]["epsilon"], "delta": run["dp"]["delta"]}
-    if "rounds" in run:
-        approved["rounds"] = run["rounds"]
+    approved = {
+        "purpose": run["purpose"],
+        "epsilon": run["dp"]["epsilon"],
+        "delta": run["dp"]["delta"],
+        "he": run["he"]["scheme"] != "none",
+    }
+    for optional in ("rounds", "schema_sha256"):  # terms a proposal may leave open
+        if optional in run:
+            approved[optional] = run[optional]
     differing = [
         f"{k} (approved {v!r}, asked {expected.get(k)!r})" for k, v in approved.items() if expected.get(k) != v
     ]

@@ -253,6 +253,8 @@ def _require_approved(ledger: Ledger, request: RoundRequest) -> None:
         "epsilon": request.epsilon,
         "delta": request.delta,
         "rounds": request.rounds,
+        "he": request.he,
+        "schema_sha256": hashlib.sha256(request.spec.to_json().encode()).hexdigest(),
     }
     try:
         require_approved(ledger, request.run_id, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def _proposed(consortium: Any, request: RoundRequest, votes: dict[str, str], *, 
         "he": {"scheme": "ckks"},
         "code_version": "0.1.0",
         "rounds": request.rounds,
+        "schema_sha256": hashlib.sha256(request.spec.to_json().encode()).hexdigest(),
     }
     with open_ledger(state_dir=consortium.state, org="consortium") as ledger:
         ledger.submit("LineageContract:register_run", request.run_id, spec)
@@ -151,9 +153,16 @@ def test_two_of_three_train_and_the_hospital_that_rejected_does_not(small_consor
     with open_ledger(state_dir=state, org="consortium") as ledger:
         vouched = ledger.evaluate("LineageContract:read_update", request.run_id, "1", "HospitalAMSP")
     assert vouched["update_sha256"] == approving["update-sha256"], "the hospital vouched for what it sent"
-    other_terms = replace(request, epsilon=request.epsilon * 2)
-    with pytest.raises(RoundDeclined, match="differs from the approved run"):
-        train_round(NodeConfig.load(node_dir_for(state, "hospital-b")), other_terms)
+    hospital_b = NodeConfig.load(node_dir_for(state, "hospital-b"))
+    other_network = replace(request.spec, hidden=(8,))
+    for changed, term in [
+        (replace(request, epsilon=request.epsilon * 2), "epsilon"),
+        (replace(request, he=False), "he (approved True, asked False)"),
+        (replace(request, spec=other_network), "schema_sha256"),
+    ]:
+        with pytest.raises(RoundDeclined, match="differs from the approved run") as declined:
+            train_round(hospital_b, changed)
+        assert term in str(declined.value)
 
 
 def test_invalid_data_trains_nothing_and_charges_nothing(small_consortium: Any, tmp_path: Path) -> None:
