@@ -106,10 +106,17 @@ class EmbeddedLedger(Ledger):
         self._closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:  # a damaged or foreign file: the user's to fix, not a traceback
+            self._db.close()
+            raise LedgerError(
+                f"{path}: not a readable ledger database ({exc}); restore the file from your backup "
+                "(CareFed leaves it as it is)"
+            ) from exc
         self._chaincode: ContractChaincode = new_chaincode()
         self._ensure_genesis()
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from carefed.options import DEFAULT_STATE_DIR, StateDir
+from carefed.options import DEFAULT_STATE_DIR, AsJson, StateDir
 
 fabric_app = typer.Typer(help="A native Hyperledger Fabric network for the consortium.", no_args_is_help=True)
 err_console = Console(stderr=True)
@@ -61,12 +61,15 @@ def fabric_up(
     except (FabricInstallError, IdentityError, NetworkError, RuntimeError, TimeoutError) as exc:
         _fail(str(exc))
     err_console.print(f"Fabric network up: {len(manifest.hospitals)} hospitals, chaincode {manifest.package_id}")
-    fabric_status(state_dir)
+    fabric_status(state_dir, as_json=False)
 
 
 @fabric_app.command("status")
-def fabric_status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def fabric_status(state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
     """Every process of the network: pid, port and health (/healthz for peers and orderer); exit 1 if one is not."""
+    import dataclasses
+    import json
+
     from rich.table import Table
 
     from fabric_network.fabric.network import status
@@ -74,6 +77,9 @@ def fabric_status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     processes = status(state_dir)
     if not processes:
         _fail(f"no Fabric network in {state_dir}; start one with `carefed fabric up --state-dir {state_dir}`")
+    if as_json:
+        typer.echo(json.dumps({"state_dir": str(state_dir), "processes": [dataclasses.asdict(p) for p in processes]}))
+        raise typer.Exit(0 if all(p.serving for p in processes) else 1)
     table = Table(title=f"Fabric network in {state_dir}")
     for column in ("process", "pid", "port", "state"):
         table.add_column(column)

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from carefed.cli import app
 from consortium.demo import next_steps
+from fabric_network.embedded.store import LEDGER_FILE
 from fabric_network.identities import init_identities
 
 runner = CliRunner()
@@ -87,6 +88,20 @@ def test_the_environment_names_the_state_dir_backend_and_org(tmp_path: Path, mon
     # An option on the command line still wins over the environment.
     result = runner.invoke(app, ["ledger", "status", "--state-dir", MISSING], env=env)
     assert result.exit_code == 1 and MISSING in result.output
+
+
+def test_a_damaged_ledger_file_is_one_error_line_and_stays_as_it_was(tmp_path: Path) -> None:
+    """A ledger file that is not a database (a bad copy, a disk fault): one line naming it, nothing overwritten."""
+    state = tmp_path / "state"
+    init_identities(state, ["hospital-a"])
+    damaged = state / "ledger" / LEDGER_FILE
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"not a database, but somebody's only copy " * 200)
+    result = runner.invoke(app, ["ledger", "status", "--state-dir", str(state)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and str(damaged) in result.output.replace("\n", "")
+    assert "not a readable ledger database" in result.output
+    assert damaged.read_bytes() == b"not a database, but somebody's only copy " * 200
 
 
 def test_a_wrong_backend_is_refused_with_the_valid_choices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -102,3 +102,19 @@ def test_audit_export_and_reports_read_the_fabric_ledger_with_backend_fabric(liv
     budgets = runner.invoke(app, ["report", "privacy-budget", "--format", "json", *fabric], env=env)
     assert budgets.exit_code == 0, budgets.output
     assert json.loads(budgets.output)["ledger_height"] >= height  # the Fabric chain, not an empty embedded one
+
+
+def test_fabric_status_and_ledger_verify_as_commands_on_the_live_network(live: Path) -> None:
+    """What hospital IT types: `fabric status --json` lists every process serving, `ledger verify --backend
+    fabric` checks the real chain (orderer signatures, hash chain) and says so."""
+    runner = CliRunner()
+    status = runner.invoke(app, ["fabric", "status", "--json", "--state-dir", str(live)])
+    assert status.exit_code == 0, status.output
+    processes = {p["name"]: p for p in json.loads(status.output)["processes"]}
+    expected = {"orderer"} | {f"{kind}-hospital-{h}" for kind in ("peer", "chaincode") for h in "abc"}
+    assert expected <= set(processes), sorted(processes)
+    assert all(p["serving"] for p in processes.values()), processes
+    verified = runner.invoke(app, ["ledger", "verify", "--json", "--backend", "fabric", "--state-dir", str(live)])
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.output)
+    assert report["ok"] is True and report["height"] > 1, report
