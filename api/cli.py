@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.core.roles import Role
 from carefed.options import DEFAULT_STATE_DIR, ENV_STATE_DIR
 
 #: the service's own variable (CAREFED_API_STATE_DIR) wins over the one every command reads.
@@ -80,10 +81,9 @@ def serve(
 @api_app.command("create-user")
 def create_user(
     username: Annotated[str, typer.Option(prompt=True, help="Sign-in name.")],
-    role: Annotated[
-        str,
-        typer.Option(help="hospital_it, clinician, compliance_officer or consortium_admin."),
-    ] = "consortium_admin",
+    role: Annotated[Role, typer.Option(help="What the user does; decides which endpoints they may call.")] = (
+        Role.consortium_admin
+    ),
     hospital: Annotated[str | None, typer.Option(help="Hospital the role acts for (hospital_it, clinician).")] = None,
     password: Annotated[
         str,
@@ -108,7 +108,7 @@ def create_user(
     from api.routes.users import add_user
 
     try:
-        user_in = UserCreate(username=username, role=role, hospital=hospital, password=password)  # type: ignore[arg-type]
+        user_in = UserCreate(username=username, role=role, hospital=hospital, password=password)
     except ValidationError as error:
         for problem in field_errors(error.errors(), location="option"):
             console.print(f"[red]--{problem.field}[/]: {problem.message}")

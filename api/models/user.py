@@ -2,26 +2,13 @@
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from pydantic import BaseModel, ValidationInfo, field_validator
 from sqlmodel import Field, SQLModel
 
+from api.core.roles import Role as Role  # re-exported: the models speak of roles too
+
 HOSPITAL_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-
-
-class Role(StrEnum):
-    """What a user does in the consortium; `api.core.access.ACCESS_MATRIX` says which endpoints each may call."""
-
-    hospital_it = "hospital_it"
-    clinician = "clinician"
-    compliance_officer = "compliance_officer"
-    consortium_admin = "consortium_admin"
-
-    @property
-    def bound_to_hospital(self) -> bool:
-        """Hospital IT and clinicians act for one hospital; compliance and administration are consortium-wide."""
-        return self in {Role.hospital_it, Role.clinician}
 
 
 def _utcnow() -> datetime:

@@ -137,6 +137,9 @@ def test_help_lists_choices_environment_and_positional_arguments() -> None:
     assert "csv" in export and "jsonl" in export and "fhir" in export
     verify = runner.invoke(app, ["audit", "verify", "--help"], env=wide).output
     assert "Bundle directory written by" in verify  # a positional argument's help is shown
+    wrong_role = ["api", "create-user", "--username", "u", "--password", "x" * 16, "--role", "nurse"]
+    refused = runner.invoke(app, wrong_role, env=wide)
+    assert refused.exit_code == 2 and all(r in refused.output for r in ("clinician", "compliance_officer"))
 
 
 def test_mrns_are_never_accepted_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
