@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from carefed.options import DEFAULT_STATE_DIR, AsJson, StateDir, read_mrn
+from carefed.options import DEFAULT_STATE_DIR, ENV_ORG, AsJson, StateDir, read_mrn
 
 node_app = typer.Typer(help="Set up, check and run a hospital node.", no_args_is_help=True)
 
-Hospital = Annotated[str, typer.Option("--hospital", help="The hospital's org name, e.g. hospital-a.")]
+Hospital = Annotated[
+    str, typer.Option("--hospital", envvar=ENV_ORG, help="The hospital's org name, e.g. hospital-a.", show_envvar=True)
+]
 
 
 def _node_dir(state_dir: Path, hospital: str) -> Path:
@@ -226,7 +228,9 @@ def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
 
 @node_app.command("check")
 def check(
-    hospital: Annotated[str | None, typer.Option("--hospital", help="Preflight this node.")] = None,
+    hospital: Annotated[
+        str | None, typer.Option("--hospital", envvar=ENV_ORG, show_envvar=True, help="Preflight this node.")
+    ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Validate this data (file or directory) alone.")] = None,
     schema: Annotated[Path | None, typer.Option("--schema", help="Schema for --data.")] = None,
     drop_bad_rows: Annotated[bool, typer.Option(help="Report how many rows would be dropped.")] = False,

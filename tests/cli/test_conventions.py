@@ -85,6 +85,8 @@ def test_the_environment_names_the_state_dir_backend_and_org(tmp_path: Path, mon
     status = json.loads(result.output)
     assert status["state_dir"] == "from-env" and status["backend"] == "embedded"
     assert "(HospitalAMSP)" in status["identity"], status  # CAREFED_ORG chose who reads
+    node = runner.invoke(app, ["node", "status"], env=env)  # --hospital from CAREFED_ORG too
+    assert node.exit_code == 1 and "hospital-a" in node.output and "Missing option" not in node.output, node.output
     # An option on the command line still wins over the environment.
     result = runner.invoke(app, ["ledger", "status", "--state-dir", MISSING], env=env)
     assert result.exit_code == 1 and MISSING in result.output
