@@ -1,7 +1,7 @@
 """Durable audit events per second on the ledger, beside the raw SQLite insert rate of this machine (the limit).
 
     python bench/ledger.py [--events N] [--batch B] [--tx-events E] [--transactions T] [--state-dir D]
-                           [--backend embedded|fabric|both] [--json]
+                           [--backend embedded|fabric|both] [--hospitals N] [--json]
 
 Every figure is for *durable* writes: the embedded ledger commits with ``synchronous=FULL`` in WAL mode, and the
 SQLite baseline inserts the same event JSON into a plain table with the same settings. Modes:
@@ -19,8 +19,9 @@ With ``--json`` the last line is one JSON object with keys backend, events_per_s
 ratio_vs_sqlite, p50_ms, p99_ms, single_p99_ms (a single-event submit's p99) and the per-mode details under
 ``modes``; with ``--backend both``, one such object per backend under ``results``.
 
-``--backend fabric`` starts a 2-hospital Fabric network (`carefed fabric up` on free ports, in the state
-directory) and stops it afterwards; the calls go through hospital-a's gateway peer. On Fabric, ``blocks``
+``--backend fabric`` starts a Fabric network of ``--hospitals`` hospitals (default 3, the demo's; majority
+endorsement, so 2 of 3 peers endorse every transaction) with `carefed fabric up` on free ports in the state
+directory, and stops it afterwards; the calls go through hospital-a's gateway peer. On Fabric, ``blocks``
 submits the B transactions concurrently so the orderer cuts them into the same block(s).
 """
 
@@ -127,9 +128,16 @@ def run_modes(
 
 
 def run_backend(
-    backend: str, state_dir: Path, events: int, batch: int, tx_events: int, transactions: int, progress: Progress
+    backend: str,
+    state_dir: Path,
+    events: int,
+    batch: int,
+    tx_events: int,
+    transactions: int,
+    progress: Progress,
+    hospitals: int = 3,
 ) -> dict[str, dict[str, float]]:
-    """The modes on the embedded ledger of ``state_dir``, or on a 2-hospital Fabric network started there."""
+    """The modes on the embedded ledger of ``state_dir``, or on a Fabric network of ``hospitals`` started there."""
     from fabric_network.identities import init_identities
     from fabric_network.ledger import open_ledger
 
@@ -140,8 +148,8 @@ def run_backend(
     from fabric_network.fabric import network
     from fabric_network.fabric.install import default_fabric_home
 
-    init_identities(state_dir, ["hospital-a", "hospital-b"])
-    network.up(state_dir, default_fabric_home(), 2, network.find_free_base_port(2))
+    init_identities(state_dir, [f"hospital-{chr(ord('a') + i)}" for i in range(hospitals)])
+    network.up(state_dir, default_fabric_home(), hospitals, network.find_free_base_port(hospitals))
     try:
         with open_ledger(backend="fabric", state_dir=state_dir, org="hospital-a") as ledger:
             return run_modes(ledger, events, batch, tx_events, transactions, progress)
@@ -152,6 +160,7 @@ def run_backend(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000, help="events per batched mode (single runs a tenth)")
+    parser.add_argument("--hospitals", type=int, default=3, help="hospitals of the Fabric network (2..26)")
     parser.add_argument("--batch", type=int, default=100, help="events per batch (1..1000)")
     parser.add_argument(
         "--tx-events", type=int, default=1000, help="events per append_audit_events transaction (1..1000)"
@@ -167,6 +176,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--batch and --tx-events must be 1..1000, --transactions 1..100")
     if args.events < 1:
         parser.error("--events must be ≥ 1")
+    if not 2 <= args.hospitals <= 26:
+        parser.error("--hospitals must be 2..26 (hospital-a … hospital-z)")
 
     console = Console(stderr=args.json)
     backends = ["embedded", "fabric"] if args.backend == "both" else [args.backend]
@@ -180,7 +191,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with Progress(console=console, transient=True) as progress:
                 try:
                     modes = run_backend(
-                        backend, state_dir, args.events, args.batch, args.tx_events, args.transactions, progress
+                        backend,
+                        state_dir,
+                        args.events,
+                        args.batch,
+                        args.tx_events,
+                        args.transactions,
+                        progress,
+                        args.hospitals,
                     )
                 except RuntimeError as exc:  # FabricInstallError, NetworkError: say what to do, no traceback
                     raise SystemExit(f"bench/ledger.py --backend {backend}: {exc}") from None
