@@ -39,7 +39,7 @@ from consortium.federation import (
 from consortium.registry import ModelRegistry
 from fabric_network.contracts.common import opaque_id
 from fabric_network.identities import hospital_names, msp_id_for
-from fabric_network.ledger import open_ledger
+from fabric_network.ledger import LedgerError, open_ledger
 from hospital_node.config import DEFAULT_PURPOSE, node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
 
@@ -385,6 +385,8 @@ def run_demo(
         f"[bold]wrote[/] {run_dir} (model.carefed, report.md, {', '.join(p.name for p in plots)}) "
         f"in {summary['elapsed_s']:.0f} s"
     )
+    if not verify.ok:  # the report above keeps the evidence; the exit code must not call the run a success
+        raise LedgerError(f"the demo's ledger failed verification: {verify.describe()} (report: {run_dir})")
     console.print(next_steps(state_dir, backend, run_id))
     return run_dir
 
