@@ -88,6 +88,7 @@ def rotating_log(path: Path, rotation: LogRotation | None = None) -> Iterator[IO
     """
     rotation = rotation or LogRotation()
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()  # there at once for readers that wait for a line in it (the pump opens it a moment later)
     pump = subprocess.Popen(
         [sys.executable, "-m", "carefed.log_pump", str(path), str(rotation.max_bytes), str(rotation.backups)],
         stdin=subprocess.PIPE,

@@ -30,6 +30,7 @@ def test_a_service_log_rotates_within_its_limits_and_keeps_the_newest_lines(
     monkeypatch.setenv("CAREFED_LOG_BACKUPS", "3")
     log = tmp_path / "logs" / "peer0.hospital-a.log"
     with rotating_log(log) as sink:
+        assert log.exists(), "callers wait for lines in the log at once: it must exist before the pump opens it"
         service = subprocess.Popen([sys.executable, "-c", WRITER], stdout=sink, stderr=subprocess.STDOUT)
     assert service.wait(timeout=60) == 0
     expected = [f"service line {i:05d} " + "x" * 20 for i in range(LINES)]
