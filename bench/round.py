@@ -33,14 +33,16 @@ from rich.table import Table
 import bench.script_mode  # noqa: F401  (first: `python bench/X.py` must find the packages, not bench/X.py)
 
 # isort: split
-from consortium.demo import TRAINING, compute_baselines
-from consortium.demo_data import DemoData, build_demo_data
-from consortium.federation import HospitalPlan, LocalConsortium, RunRequest, propose_run, set_up_consortium
 from consortium.keys import public_context_path
-from consortium.model_artifact import ModelArtifact
 from fabric_network.contracts.common import opaque_id
-from hospital_node.config import NodeConfig, node_dir_for
-from hospital_node.training import RoundRequest, evaluate_final, train_round
+from federation.layout import node_dir_for
+from federation.messages import RoundRequest
+from federation.model_artifact import ModelArtifact
+from harness.demo import TRAINING, compute_baselines
+from harness.demo_data import DemoData, build_demo_data
+from harness.local_consortium import HospitalPlan, LocalConsortium, RunRequest, propose_run, set_up_consortium
+from hospital_node.config import NodeConfig
+from hospital_node.training import evaluate_final, train_round
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
 EPSILONS = (1.0, 3.0, 8.0)

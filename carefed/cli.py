@@ -22,8 +22,9 @@ from carefed import __version__
 from carefed.logs import configure_logging, level_for
 from carefed.options import ENV_LOG_FORMAT, LogFormat
 from compliance.cli import audit_app, report_app
-from consortium.cli import consortium_app, demo, keys_app
+from consortium.cli import consortium_app, keys_app
 from fabric_network.cli import fabric_app, ledger_app
+from harness.cli import demo
 from hospital_node.cli import node_app
 
 

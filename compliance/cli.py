@@ -258,7 +258,7 @@ def access(
     if (pseudonym is None) == (not mrn) or (mrn and hospital is None):
         raise _fail("give either PSEUDONYM, or --mrn together with --hospital")
     if mrn and hospital is not None:
-        from compliance.erasure import ErasureError, resolve_pseudonym
+        from hospital_node.erasure import ErasureError, resolve_pseudonym
 
         try:
             pseudonym = resolve_pseudonym(state_dir, hospital, read_mrn(hospital))

@@ -1,6 +1,5 @@
-"""`carefed consortium …`, `carefed keys …` and `carefed demo`: the consortium operator's commands."""
+"""`carefed consortium …` and `carefed keys …`: the consortium operator's commands."""
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,13 +10,6 @@ from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, StateDir
 
 consortium_app = typer.Typer(help="Run the consortium's SuperLink and training runs.", no_args_is_help=True)
 keys_app = typer.Typer(help="CKKS key ceremony for the hospitals and the aggregator.", no_args_is_help=True)
-
-
-class Dataset(StrEnum):
-    """The demo's data: the breast-cancer CSV split, or the Synthea FHIR R4 patients (docs/ehr.md)."""
-
-    breast_cancer = "breast-cancer"
-    synthea = "synthea"
 
 
 @keys_app.command("ceremony")
@@ -49,8 +41,8 @@ def superlink(
     """Start the consortium's SuperLink (TLS with the consortium CA) and keep it running until Ctrl-C."""
     import time
 
-    from consortium.runtime import FlowerRuntime
-    from consortium.tls import ensure_superlink_tls
+    from federation.runtime import FlowerRuntime
+    from federation.tls import ensure_superlink_tls
 
     tls = None if insecure else ensure_superlink_tls(state_dir.resolve() / "consortium" / "tls")
     with FlowerRuntime(state_dir.resolve() / "flwr", tls=tls) as runtime:
@@ -78,7 +70,7 @@ def propose(
     Start the run later (`flwr run`) with the same run id and settings: the ServerApp refuses settings that
     differ from the proposal.
     """
-    from consortium.federation import propose_run
+    from consortium.proposals import register_run
     from fabric_network.identities import IdentityError, hospital_names
     from fabric_network.ledger import LedgerError
 
@@ -90,29 +82,7 @@ def propose(
         raise typer.BadParameter(f"{spec} does not exist", param_hint="--spec")
     config = {"hospitals": ",".join(names), "num-rounds": rounds, "epsilon": epsilon, "spec": spec.read_text()}
     try:
-        propose_run(state_dir.resolve(), names, run_id, config, dict.fromkeys(names, ""), backend=backend.value)
+        register_run(state_dir.resolve(), run_id, config, backend=backend.value)
     except LedgerError as exc:
         raise typer.BadParameter(str(exc), param_hint="RUN") from None
     typer.echo(f"run {run_id} proposed; each hospital now runs `carefed node approve {run_id} --hospital NAME`")
-
-
-def demo(
-    hospitals: Annotated[str, typer.Option("--hospitals", help="A count or comma-separated names.")] = "3",
-    rounds: Annotated[int, typer.Option("--rounds", min=2, help="Training rounds (≥ 2).")] = 3,
-    state_dir: StateDir = DEFAULT_STATE_DIR,
-    out: Annotated[Path, typer.Option("--out", help="Where runs/<run-id>/ goes.")] = Path("runs"),
-    backend: Backend = LedgerBackend.embedded,
-    dataset: Annotated[
-        Dataset,
-        typer.Option(
-            "--dataset",
-            help="breast-cancer (CSV, the default) or synthea ((pre)diabetes from the FHIR R4 patients in data/).",
-        ),
-    ] = Dataset.breast_cancer,
-) -> None:
-    """Run the federated demo: DP at each hospital, HE aggregation, the ledger — end to end on this machine."""
-    from consortium.demo import run_demo
-
-    run_demo(
-        hospitals=hospitals, rounds=rounds, state_dir=state_dir, out=out, backend=backend.value, dataset=dataset.value
-    )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hospital_node.config import node_dir_for
+from federation.layout import node_dir_for
 
 SECRET_CONTEXT_NAME = "he-secret.ctx"
 PUBLIC_CONTEXT_NAME = "public.ctx"

@@ -12,8 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from consortium.model_artifact import ModelArtifact
 from fabric_network.ledger import Ledger, LedgerError
+from federation.model_artifact import ModelArtifact
 
 ARTIFACT_SUFFIX = ".model"
 

@@ -28,12 +28,12 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from consortium.keys import KeyGuard, forbid_secret_reads, he_parameters, public_context_path
-from consortium.model_artifact import ModelArtifact
 from consortium.registry import ModelRegistry
 from fabric_network.identities import msp_id_for
 from fabric_network.ledger import ContractRejected, LedgerError, open_ledger
 from fabric_network.outbox import open_outbox
-from hospital_node.training import STATUS_OK, RoundRequest
+from federation.messages import STATUS_OK, RoundRequest
+from federation.model_artifact import ModelArtifact
 
 app = ServerApp()
 PULL_INTERVAL_S = 0.25

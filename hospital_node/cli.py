@@ -21,7 +21,7 @@ Hospital = Annotated[
 
 
 def _node_dir(state_dir: Path, hospital: str) -> Path:
-    from hospital_node.config import node_dir_for
+    from federation.layout import node_dir_for
 
     return node_dir_for(state_dir, hospital).resolve()
 
@@ -268,7 +268,7 @@ def start(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     import time
 
     from carefed import __version__
-    from consortium.runtime import FlowerRuntime
+    from federation.runtime import FlowerRuntime
     from hospital_node.config import NodeConfig
     from hospital_node.heartbeat import Heartbeat
 
@@ -406,7 +406,7 @@ def forget(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     The MRN is read from stdin (e.g. `carefed node forget --hospital H < mrn.txt`) or a hidden prompt, never
     from the command line, where shell history and `ps` would keep it.
     """
-    from compliance.erasure import ErasureError, forget_patient
+    from hospital_node.erasure import ErasureError, forget_patient
 
     try:
         erasure = forget_patient(state_dir, hospital, read_mrn(hospital))

@@ -86,8 +86,3 @@ class NodeConfig(BaseSettings):
         path = self.node_dir / NODE_CONFIG_FILE
         path.write_text(tomli_w.dumps(values), encoding="utf-8")
         return path
-
-
-def node_dir_for(state_dir: Path, hospital: str) -> Path:
-    """Where a hospital's node keeps its state under a CareFed state directory."""
-    return state_dir / "nodes" / hospital

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from consortium.model_artifact import ModelArtifact, ModelSpec
 from fabric_network.ledger import Ledger, LedgerError, open_ledger
+from federation.messages import STATUS_DECLINED, STATUS_OK, RoundRequest
+from federation.model_artifact import ModelArtifact, ModelSpec
 from hospital_node.config import NodeConfig
 from hospital_node.consent import ConsentUnavailable, select_consented
 from hospital_node.data import DataSchema, InvalidDataError, PatientRecords, SchemaError, load_records
 from hospital_node.dp_rounds import accountant_of_charges, mechanism_of, plan_round
 from hospital_node.governance import NotApproved, require_approved
 from hospital_node.pseudonyms import PseudonymTable
-
-STATUS_OK = "ok"
-STATUS_DECLINED = "declined"
 
 
 class RoundDeclined(Exception):
@@ -38,63 +35,6 @@ class RoundDeclined(Exception):
     def __init__(self, reason: str, *, permanent: bool = False) -> None:
         super().__init__(reason)
         self.permanent = permanent
-
-
-@dataclass(frozen=True)
-class RoundRequest:
-    """What the aggregator asks of a hospital in one round (from the message's ConfigRecord)."""
-
-    run_id: str
-    round: int
-    rounds: int
-    purpose: str
-    spec: ModelSpec
-    he: bool
-    epsilon: float
-    delta: float
-    max_grad_norm: float
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    record_unit: float
-    aggregate: bytes  # the previous round's (encrypted) sum; empty in round 1
-
-    @classmethod
-    def from_config(cls, config: Any) -> RoundRequest:
-        return cls(
-            run_id=str(config["run-id"]),
-            round=int(config["round"]),
-            rounds=int(config["rounds"]),
-            purpose=str(config["purpose"]),
-            spec=ModelSpec.from_json(str(config["spec"])),
-            he=bool(config["he"]),
-            epsilon=float(config["epsilon"]),
-            delta=float(config["delta"]),
-            max_grad_norm=float(config["max-grad-norm"]),
-            local_epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
-            learning_rate=float(config["learning-rate"]),
-            record_unit=float(config["record-unit"]),
-            aggregate=bytes(config["aggregate"]),
-        )
-
-    def to_config(self) -> dict[str, Any]:
-        return {
-            "run-id": self.run_id,
-            "round": self.round,
-            "rounds": self.rounds,
-            "purpose": self.purpose,
-            "spec": self.spec.to_json(),
-            "he": self.he,
-            "epsilon": self.epsilon,
-            "delta": self.delta,
-            "max-grad-norm": self.max_grad_norm,
-            "local-epochs": self.local_epochs,
-            "batch-size": self.batch_size,
-            "learning-rate": self.learning_rate,
-            "record-unit": self.record_unit,
-            "aggregate": self.aggregate,
-        }
 
 
 def _secret_context(node: NodeConfig) -> Any:

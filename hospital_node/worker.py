@@ -50,8 +50,9 @@ def _authkey(node_dir: Path, create: bool) -> bytes | None:
 
 def run_task(node_dir: Path, task: str, config: dict[str, Any]) -> dict[str, Any]:
     """Run one ClientApp task for the node in this process; the reply's fields."""
+    from federation.messages import RoundRequest
     from hospital_node.config import NodeConfig
-    from hospital_node.training import RoundRequest, evaluate_final, train_round_reply
+    from hospital_node.training import evaluate_final, train_round_reply
 
     node = NodeConfig.load(node_dir)
     request = RoundRequest.from_config(config)

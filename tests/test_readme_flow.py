@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hospital_node.config import node_dir_for
+from federation.layout import node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
 
 ROOT = Path(__file__).resolve().parent.parent

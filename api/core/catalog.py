@@ -19,10 +19,10 @@ from api.core.problems import ProblemError
 from api.models.common import FieldError
 from api.models.model import ConsentSnapshotRef, ContributorCredit, FeatureCard, ModelCard, PrivacyGuarantee
 from compliance.credit import credit
-from consortium.model_artifact import ModelArtifact
 from consortium.registry import ModelRegistry, TamperedModelError
 from fabric_network.identities import CONSORTIUM_ORG
 from fabric_network.ledger import ContractRejected
+from federation.model_artifact import ModelArtifact
 
 REGISTRY_DIR = "registry"
 logger = logging.getLogger(__name__)

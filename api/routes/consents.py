@@ -27,7 +27,7 @@ from api.models.consent import (
 from api.models.user import User
 from fabric_network.contracts.common import PURPOSE_CODES
 from fabric_network.ledger import ContractRejected, Ledger
-from hospital_node.config import node_dir_for
+from federation.layout import node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
 
 router = APIRouter(prefix="/consents", tags=["consents"], responses=PROBLEM_RESPONSES)

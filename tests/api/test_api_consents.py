@@ -9,7 +9,7 @@ import pytest
 
 from api.models.consent import EXAMPLE_CONSENT, PSEUDONYM_SYSTEM
 from fabric_network.ledger import open_ledger
-from hospital_node.config import node_dir_for
+from federation.layout import node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
 from tests.api.api_testing import Service
 

@@ -15,9 +15,9 @@ import typer.main
 from typer.testing import CliRunner
 
 from carefed.cli import app
-from consortium.demo import next_steps
 from fabric_network.embedded.store import LEDGER_FILE
 from fabric_network.identities import init_identities
+from harness.demo import next_steps
 
 runner = CliRunner()
 MISSING = "no-such-state"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from fabric_network.identities import init_identities
 from fabric_network.ledger import Ledger, open_ledger
-from hospital_node.config import NodeConfig, node_dir_for
+from federation.layout import node_dir_for
+from hospital_node.config import NodeConfig
 from hospital_node.pseudonyms import PseudonymTable
 from tests.contracts.conftest import start_run, vouch
 

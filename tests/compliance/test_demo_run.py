@@ -22,7 +22,7 @@ from carefed.cli import app
 from compliance.fhir_audit import BALP, balp_problems
 from compliance.scanner import KnownIdentifiers, scan
 from fabric_network.ledger import open_ledger
-from hospital_node.config import node_dir_for
+from federation.layout import node_dir_for
 from hospital_node.pseudonyms import PseudonymTable
 
 # The demo (real SuperLink, SuperNodes and node workers; an HE run and a timing run) takes 3-10 minutes on two

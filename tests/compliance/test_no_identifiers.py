@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from carefed.cli import app
 from compliance.scanner import KnownIdentifiers, scan
-from hospital_node.config import node_dir_for
+from federation.layout import node_dir_for
 from tests.compliance.scenario import MODEL_ID, MRNS, RUN_ID, Scenario, make_node_scenario
 
 runner = CliRunner()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from consortium.keys import public_context_path, run_ceremony, secret_context_path
-from consortium.model_artifact import FeatureRange, ModelArtifact, ModelSpec
 from consortium.registry import ModelRegistry, TamperedModelError
+from federation.model_artifact import FeatureRange, ModelArtifact, ModelSpec
 
 
 def test_ceremony_separates_secret_and_public_contexts(tmp_path: Path) -> None:

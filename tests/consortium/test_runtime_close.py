@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from consortium.runtime import FlowerRuntime
+from federation.runtime import FlowerRuntime
 
 SPAWNER = """
 import subprocess, sys, time

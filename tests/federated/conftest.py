@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from consortium.demo_data import DemoData, build_demo_data
-from consortium.federation import HospitalPlan, set_up_consortium
+from harness.demo_data import DemoData, build_demo_data
+from harness.local_consortium import HospitalPlan, set_up_consortium
 
 
 @dataclass

@@ -18,8 +18,13 @@ from typing import Any
 
 import pytest
 
-from consortium.demo_data import DemoData, build_demo_data
-from consortium.federation import (
+from consortium.keys import public_context_path
+from consortium.registry import ModelRegistry, TamperedModelError
+from fabric_network.contracts.common import opaque_id, snapshot_root
+from fabric_network.ledger import open_ledger
+from federation.layout import node_dir_for
+from harness.demo_data import DemoData, build_demo_data
+from harness.local_consortium import (
     HospitalPlan,
     LocalConsortium,
     RunReport,
@@ -27,11 +32,7 @@ from consortium.federation import (
     set_up_consortium,
     withdraw_consents,
 )
-from consortium.keys import public_context_path
-from consortium.registry import ModelRegistry, TamperedModelError
-from fabric_network.contracts.common import opaque_id, snapshot_root
-from fabric_network.ledger import open_ledger
-from hospital_node.config import DEFAULT_PURPOSE, NodeConfig, node_dir_for
+from hospital_node.config import DEFAULT_PURPOSE, NodeConfig
 from hospital_node.dp_rounds import plan_round
 from hospital_node.pseudonyms import PseudonymTable
 from privacy.dp import DPConfig

@@ -13,8 +13,10 @@ from compliance.reports import privacy_budget_report
 from consortium.keys import public_context_path
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
-from hospital_node.config import NodeConfig, node_dir_for
-from hospital_node.training import RoundDeclined, RoundRequest, evaluate_final, train_round, train_round_reply
+from federation.layout import node_dir_for
+from federation.messages import RoundRequest
+from hospital_node.config import NodeConfig
+from hospital_node.training import RoundDeclined, evaluate_final, train_round, train_round_reply
 
 # Real training rounds under DP and HE per test, sized for a loaded 2-core machine.
 pytestmark = pytest.mark.timeout(600)
@@ -104,8 +106,8 @@ def test_two_rounds_charge_the_run_epsilon_and_decrypt_to_one_model(small_consor
 def test_one_approval_of_three_the_start_and_the_nodes_refuse_naming_who_has_not_approved(
     small_consortium: Any, tmp_path: Path
 ) -> None:
-    from consortium.federation import run_settings
     from consortium.keys import KeyGuard
+    from consortium.proposals import run_settings
     from consortium.server_app import FederatedRun, run_proposal
 
     state = small_consortium.state

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from consortium.demo import SYNTHEA_TRAINING, _funnel_table, compute_baselines
-from consortium.synthea_data import build_synthea_data
+from harness.demo import SYNTHEA_TRAINING, _funnel_table, compute_baselines
+from harness.synthea_data import build_synthea_data
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
 

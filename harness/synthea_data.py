@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from consortium.demo_data import DemoData, DemoHospital, consent_split
-from consortium.model_artifact import FeatureRange, ModelSpec
+from federation.model_artifact import FeatureRange, ModelSpec
+from harness.demo_data import DemoData, DemoHospital, consent_split
 from hospital_node.data import DataSchema, load_records
 
 SYNTHEA_DIR = Path(__file__).resolve().parents[1] / "data" / "synthea-r4"

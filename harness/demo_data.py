@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from consortium.model_artifact import FeatureRange, ModelSpec
+from federation.model_artifact import FeatureRange, ModelSpec
 
 MRN_COLUMN = "mrn"
 LABEL_COLUMN = "malignant"

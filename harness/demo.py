@@ -26,8 +26,13 @@ from rich.table import Table
 
 from compliance.credit import plot_credit
 from compliance.reports import credit_of_model, privacy_budget_report
-from consortium.demo_data import DemoData, build_demo_data
-from consortium.federation import (
+from consortium.registry import ModelRegistry
+from fabric_network.contracts.common import opaque_id
+from fabric_network.identities import hospital_names, msp_id_for
+from fabric_network.ledger import LedgerError, open_ledger
+from federation.layout import node_dir_for
+from harness.demo_data import DemoData, build_demo_data
+from harness.local_consortium import (
     HospitalPlan,
     LocalConsortium,
     RunReport,
@@ -36,11 +41,7 @@ from consortium.federation import (
     stop_fabric_network,
     withdraw_consents,
 )
-from consortium.registry import ModelRegistry
-from fabric_network.contracts.common import opaque_id
-from fabric_network.identities import hospital_names, msp_id_for
-from fabric_network.ledger import LedgerError, open_ledger
-from hospital_node.config import DEFAULT_PURPOSE, node_dir_for
+from hospital_node.config import DEFAULT_PURPOSE
 from hospital_node.pseudonyms import PseudonymTable
 
 TARGET_EPSILON = 3.0
@@ -202,7 +203,7 @@ def run_demo(
     )
     training = TRAINING
     if dataset == "synthea":
-        from consortium.synthea_data import build_synthea_data
+        from harness.synthea_data import build_synthea_data
 
         training = SYNTHEA_TRAINING
         with console.status("unpacking the Synthea patients and reading each hospital's FHIR Bundles…"):

@@ -28,7 +28,7 @@ import psutil
 import tomli_w
 
 from carefed.logs import rotating_log
-from consortium.tls import SuperLinkTls
+from federation.tls import SuperLinkTls
 
 CONNECTION_NAME = "carefed"
 FINISHED_PREFIX = "finished:"

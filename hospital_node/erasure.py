@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fabric_network.ledger import ContractRejected, LedgerError, open_ledger
-from hospital_node.config import NodeConfig, NodeConfigError, node_dir_for
+from federation.layout import node_dir_for
+from hospital_node.config import NodeConfig, NodeConfigError
 from hospital_node.pseudonyms import PseudonymTable
 
 

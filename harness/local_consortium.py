@@ -13,23 +13,23 @@ import json
 import signal
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from consortium.keys import run_ceremony
-from consortium.model_artifact import ModelSpec
-from consortium.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
-from consortium.server_app import RunSettings
-from consortium.tls import ensure_superlink_tls
+from consortium.proposals import PROJECT_DIR, register_run
 from fabric_network.identities import init_identities, msp_id_for
 from fabric_network.ledger import Call, Ledger, LedgerError, open_ledger
-from hospital_node.config import DEFAULT_PURPOSE, NodeConfig, node_dir_for
+from federation.layout import node_dir_for
+from federation.model_artifact import ModelSpec
+from federation.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
+from federation.tls import ensure_superlink_tls
+from hospital_node.config import DEFAULT_PURPOSE, NodeConfig
+from hospital_node.governance import vote
 from hospital_node.pseudonyms import PseudonymTable
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONSENT_VALID_FROM = "2020-01-01T00:00:00Z"
 
 
@@ -146,12 +146,6 @@ class RunRequest:
     extra: dict[str, Any] = field(default_factory=dict)  # further run-config overrides (learning-rate, …)
 
 
-def run_settings(config: dict[str, Any]) -> RunSettings:
-    """The ServerApp's settings for run-config overrides, over the app's defaults (`[tool.flwr.app.config]`)."""
-    defaults = tomllib.loads((PROJECT_DIR / "pyproject.toml").read_text(encoding="utf-8"))
-    return RunSettings.from_run_config({**defaults["tool"]["flwr"]["app"]["config"], **config})
-
-
 def propose_run(
     state_dir: Path,
     hospitals: Sequence[str],
@@ -162,25 +156,20 @@ def propose_run(
     backend: str = "embedded",
     start: bool = False,
 ) -> None:
-    """Propose a run (run-config overrides `config`) as the consortium and let each hospital vote as itself.
+    """Propose a run (run-config overrides `config`) as the consortium and let each hospital vote as itself
+    (on one machine the harness holds every organisation's identity; across hosts each hospital votes itself).
 
     `votes` maps a hospital to "approve" (the default), "reject" or "" (abstain). `start` also starts the run on
     the ledger, for callers that drive the hospitals' rounds without a ServerApp (bench/round.py's utility).
     """
-    from consortium.server_app import run_proposal
-    from hospital_node.governance import vote
-
-    settings = run_settings({"run-id": run_id, "state-dir": str(state_dir), **config})
-    with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
-        consortium.submit(
-            "LineageContract:register_run", run_id, run_proposal(settings), idempotency_key=f"propose:{run_id}"
-        )
-        for hospital in hospitals:
-            decision = (votes or {}).get(hospital, "approve")
-            if decision:
-                with open_ledger(backend=backend, state_dir=state_dir, org=hospital) as ledger:
-                    vote(ledger, run_id, decision)
-        if start:
+    register_run(state_dir, run_id, config, backend=backend)
+    for hospital in hospitals:
+        decision = (votes or {}).get(hospital, "approve")
+        if decision:
+            with open_ledger(backend=backend, state_dir=state_dir, org=hospital) as ledger:
+                vote(ledger, run_id, decision)
+    if start:
+        with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
             consortium.submit("LineageContract:start_run", run_id)
 
 

@@ -1,0 +1,38 @@
+"""`carefed demo`: the whole federated demo on one machine (every organisation's role played locally)."""
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, StateDir
+
+
+class Dataset(StrEnum):
+    """The demo's data: the breast-cancer CSV split, or the Synthea FHIR R4 patients (docs/ehr.md)."""
+
+    breast_cancer = "breast-cancer"
+    synthea = "synthea"
+
+
+def demo(
+    hospitals: Annotated[str, typer.Option("--hospitals", help="A count or comma-separated names.")] = "3",
+    rounds: Annotated[int, typer.Option("--rounds", min=2, help="Training rounds (≥ 2).")] = 3,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    out: Annotated[Path, typer.Option("--out", help="Where runs/<run-id>/ goes.")] = Path("runs"),
+    backend: Backend = LedgerBackend.embedded,
+    dataset: Annotated[
+        Dataset,
+        typer.Option(
+            "--dataset",
+            help="breast-cancer (CSV, the default) or synthea ((pre)diabetes from the FHIR R4 patients in data/).",
+        ),
+    ] = Dataset.breast_cancer,
+) -> None:
+    """Run the federated demo: DP at each hospital, HE aggregation, the ledger — end to end on this machine."""
+    from harness.demo import run_demo
+
+    run_demo(
+        hospitals=hospitals, rounds=rounds, state_dir=state_dir, out=out, backend=backend.value, dataset=dataset.value
+    )
