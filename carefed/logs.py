@@ -92,6 +92,10 @@ def rotating_log(path: Path, rotation: LogRotation | None = None) -> Iterator[IO
     pump = subprocess.Popen(
         [sys.executable, "-m", "carefed.log_pump", str(path), str(rotation.max_bytes), str(rotation.backups)],
         stdin=subprocess.PIPE,
+        # Not the starter's stdout/stderr: a pump outlives `carefed fabric up`, and holding the caller's pipe
+        # open would keep `carefed fabric up | tail` (or a subprocess capturing its output) waiting for ever.
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # a Ctrl-C for the service's parent must not cut its log short
     )
     assert pump.stdin is not None

@@ -3,6 +3,8 @@ between the files that are kept."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -44,16 +46,24 @@ def test_a_service_log_rotates_within_its_limits_and_keeps_the_newest_lines(
     assert len(kept) >= 3 * 2000 // 41, "the backups hold what their limit allows"
 
 
-def test_the_pump_outlives_its_starter_and_ends_with_the_service(tmp_path: Path) -> None:
-    """`carefed fabric up` starts the services and exits: their logs must keep flowing after it is gone."""
+def test_the_pump_outlives_its_starter_and_does_not_hold_the_starters_output(tmp_path: Path) -> None:
+    """`carefed fabric up` starts the services and exits: their logs must keep flowing after it is gone, and a
+    caller reading its output (`carefed fabric up | tail`, a subprocess with captured output) must see it end
+    although the services and their pumps go on running."""
     log = tmp_path / "orderer.log"
-    service = "import time; time.sleep(1.5); print('still here', flush=True)"
+    service = "import time; print('still here', flush=True); time.sleep(120)"
     starter = (
         "import subprocess, sys\n"
         "from pathlib import Path\n"
         "from carefed.logs import rotating_log\n"
         f"with rotating_log(Path({str(log)!r})) as sink:\n"
-        f"    subprocess.Popen([sys.executable, '-c', {service!r}], stdout=sink, start_new_session=True)\n"
+        f"    p = subprocess.Popen([sys.executable, '-c', {service!r}], stdout=sink, stderr=subprocess.STDOUT,"
+        " start_new_session=True)\n"
+        "print(p.pid)\n"
     )
-    subprocess.run([sys.executable, "-c", starter], check=True, timeout=60)
-    _wait_for(log, "still here")
+    started = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True, timeout=30)
+    service_pid = int(started.stdout.split()[-1])
+    try:
+        _wait_for(log, "still here")
+    finally:
+        os.kill(service_pid, signal.SIGKILL)
