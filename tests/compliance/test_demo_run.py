@@ -23,6 +23,7 @@ from compliance.fhir_audit import BALP, balp_problems
 from compliance.scanner import KnownIdentifiers, scan
 from fabric_network.ledger import open_ledger
 from federation.layout import node_dir_for
+from harness.demo import CAPTIONS
 from hospital_node.pseudonyms import PseudonymTable
 
 # The demo (real SuperLink, SuperNodes and node workers; an HE run and a timing run) takes 3-10 minutes on two
@@ -71,6 +72,18 @@ def test_the_demo_runs_exports_verify_and_are_consistent(demo: DemoRun) -> None:
         "audit", "verify", str(demo.exports / "jsonl-later"), "--previous", str(demo.exports / "jsonl")
     )
     assert code == 0 and "consistent with" in output, output
+
+
+def test_the_demo_draws_every_picture_and_its_report_embeds_them(demo: DemoRun) -> None:
+    """A person would rather see than read: each picture is a real image file and report.md shows it."""
+    (report,) = demo.runs.glob("*/report.md")
+    text = report.read_text(encoding="utf-8")
+    for name, caption in {**CAPTIONS, "credit.png": "credit"}.items():
+        picture = report.parent / name
+        assert picture.exists(), f"{name} was not drawn"
+        head = picture.read_bytes()[:200]
+        assert head.startswith(b"\x89PNG") if name.endswith(".png") else b"<svg" in head or b"<?xml" in head, name
+        assert f"]({name})" in text, f"report.md does not embed {name} ({caption})"
 
 
 def test_the_demo_report_shows_approvals_credit_and_a_budget_that_recomputes_to_1e6(demo: DemoRun) -> None:

@@ -156,3 +156,24 @@ def test_malformed_fhir_is_a_file_problem(tmp_path: Path, schema: DataSchema) ->
     assert "without a code" in report.file_problems[0].reason
     with pytest.raises(InvalidDataError):
         report.usable_records(drop_bad_rows=True)
+
+
+def test_a_utf8_bom_from_a_spreadsheet_export_is_not_part_of_the_first_column(
+    tmp_path: Path, schema: DataSchema
+) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffmrn,malignant,radius,texture\nA1,1,12.5,20\n".encode())
+    report = load_csv(path, schema)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.usable_records().mrns == ("A1",)
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_nan_and_infinite_values_are_refused_naming_line_and_column(
+    tmp_path: Path, schema: DataSchema, value: str
+) -> None:
+    path = write(tmp_path, "nan.csv", f"mrn,malignant,radius,texture\nA1,1,12.5,20\nA2,0,{value},15\n")
+    report = load_csv(path, schema)
+    assert [(p.location, p.column) for p in report.problems] == [("line 3", "radius")]
+    with pytest.raises(InvalidDataError):
+        report.usable_records()
