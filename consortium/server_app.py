@@ -187,8 +187,9 @@ class FederatedRun:
     def _start_run(self) -> bool:
         """Start the proposed run on the ledger; False (with the contract's reason as status) if it may not start.
 
-        The proposal must be the one these settings describe: the aggregator cannot start a run on terms the
-        hospitals did not approve.
+        The proposal must be the one these settings describe, term by term (purpose, hospitals, DP target, HE
+        parameters, model and its spec hash, code version, rounds, minimum participants): the aggregator cannot
+        start a run on terms the hospitals did not approve.
         """
         s = self.settings
         try:
@@ -197,7 +198,7 @@ class FederatedRun:
             self.status = f"refused to start: run {s.run_id} is not proposed on the ledger ({exc})"
             return False
         proposal = run_proposal(s)
-        differing = sorted(k for k in ("purpose", "hospitals", "dp", "rounds") if run.get(k) != proposal.get(k))
+        differing = sorted(term for term, value in proposal.items() if run.get(term) != value)
         if differing:
             self.status = f"refused to start: the settings differ from the proposal on the ledger in {differing}"
             return False

@@ -143,6 +143,39 @@ def test_one_approval_of_three_the_start_and_the_nodes_refuse_naming_who_has_not
     assert _budget_spent(state, "HospitalAMSP") == before, "nothing charged, nothing trained"
 
 
+def test_the_aggregator_refuses_to_start_a_run_on_terms_nobody_approved(small_consortium: Any, tmp_path: Path) -> None:
+    """Every hospital approved a logistic regression; an aggregator configured with another network (or another
+    code version, HE setting, …) must not start the run, and says which terms differ."""
+    from consortium.keys import KeyGuard
+    from consortium.proposals import run_settings
+    from consortium.server_app import FederatedRun, run_proposal
+
+    state = small_consortium.state
+    config = {
+        "run-id": opaque_id("run"),
+        "state-dir": str(state),
+        "results-path": str(tmp_path / "results.json"),
+        "hospitals": "hospital-a,hospital-b,hospital-c",
+        "num-rounds": 2,
+        "spec": small_consortium.data.spec.to_json(),
+    }
+    approved = run_settings(config)
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        ledger.submit("LineageContract:register_run", approved.run_id, run_proposal(approved))
+    for hospital in ("hospital-a", "hospital-b", "hospital-c"):
+        with open_ledger(state_dir=state, org=hospital) as ledger:
+            ledger.submit("LineageContract:vote_run", approved.run_id, "approve")
+    other_network = replace(small_consortium.data.spec, hidden=(16,)).to_json()
+    server = FederatedRun(None, run_settings({**config, "spec": other_network}), KeyGuard())  # type: ignore[arg-type]
+    try:
+        server.run()
+    finally:
+        server.close()
+    assert server.status == "refused to start: the settings differ from the proposal on the ledger in ['schema_sha256']"
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        assert ledger.evaluate("LineageContract:read_run", approved.run_id)["status"] == "proposed", "not started"
+
+
 def test_two_of_three_train_and_the_hospital_that_rejected_does_not(small_consortium: Any) -> None:
     state = small_consortium.state
     request = _request(small_consortium, {"hospital-a": "approve", "hospital-b": "approve", "hospital-c": "reject"})
