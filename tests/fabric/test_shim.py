@@ -17,9 +17,10 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -37,6 +38,7 @@ from tests.fabric.shim_contract import ShimProbeContract
 pytestmark = pytest.mark.timeout(300)
 
 Message = chaincode_shim_pb2.ChaincodeMessage
+T = TypeVar("T")
 CHANNEL = "carefed"
 SECRET = "patient-secret-7f3a9c"  # an argument value that must never reach a log
 
@@ -169,24 +171,24 @@ def _identity() -> SigningIdentity:
     return _IDENTITY[0]
 
 
+async def serving_probe(kind: str, exchange: Callable[[str], Awaitable[T]]) -> T:
+    """Serve the probe contract with the chosen server on a free port, run `exchange(address)`, stop the server."""
+    chaincode = ContractChaincode.new_chaincode(ShimProbeContract())
+    address = f"127.0.0.1:{_free_port()}"
+    if kind == "upstream":
+        server = upstream_server._internal_server(ccid="probe:1", address=address, cc=chaincode)
+    else:
+        server, _ = build_server(chaincode, ChaincodeServerSettings(chaincode_id="probe:1", address=address))
+    await server.start()
+    try:
+        return await exchange(address)
+    finally:
+        await server.stop(None)
+
+
 def run_transaction(kind: str, peer: FakePeer, args: list[str]) -> Message:
     """Serve the probe contract with the chosen server and run one transaction through the fake peer."""
-    chaincode = ContractChaincode.new_chaincode(ShimProbeContract())
-
-    async def scenario() -> Message:
-        port = _free_port()
-        address = f"127.0.0.1:{port}"
-        if kind == "upstream":
-            server = upstream_server._internal_server(ccid="probe:1", address=address, cc=chaincode)
-        else:
-            server, _ = build_server(chaincode, ChaincodeServerSettings(chaincode_id="probe:1", address=address))
-        await server.start()
-        try:
-            return await peer.transact(address, args)
-        finally:
-            await server.stop(None)
-
-    return asyncio.run(scenario())
+    return asyncio.run(serving_probe(kind, lambda address: peer.transact(address, args)))
 
 
 def _free_port() -> int:
@@ -227,23 +229,9 @@ def concurrent_transactions_scenario(kind: str) -> None:
     Values are larger than gRPC's 64 KiB flow-control window, so the server's PUT_STATE writes of concurrent
     transactions overlap on every run, on a quiet machine as on a busy one (small values overlapped by chance).
     """
-    chaincode = ContractChaincode.new_chaincode(ShimProbeContract())
     peer = FakePeer()
     transactions = [["Probe:record", f"k{i}", f"{i}{CONCURRENT_VALUE}"] for i in range(CONCURRENT_TRANSACTIONS)]
-
-    async def scenario() -> dict[str, Message]:
-        address = f"127.0.0.1:{_free_port()}"
-        if kind == "upstream":
-            server = upstream_server._internal_server(ccid="probe:1", address=address, cc=chaincode)
-        else:
-            server, _ = build_server(chaincode, ChaincodeServerSettings(chaincode_id="probe:1", address=address))
-        await server.start()
-        try:
-            return await peer.transact_concurrently(address, transactions)
-        finally:
-            await server.stop(None)
-
-    finished = asyncio.run(scenario())
+    finished = asyncio.run(serving_probe(kind, lambda address: peer.transact_concurrently(address, transactions)))
     assert len(finished) == len(transactions), f"{len(transactions) - len(finished)} transactions never completed"
     assert all(_response(message).status == 200 for message in finished.values())
     assert peer.state == {f"k{i}": f"{i}{CONCURRENT_VALUE}".encode() for i in range(CONCURRENT_TRANSACTIONS)}

@@ -103,30 +103,38 @@ def test_two_rounds_charge_the_run_epsilon_and_decrypt_to_one_model(small_consor
     assert last == pytest.approx({"HospitalAMSP": second[0]["epsilon-run"], "HospitalBMSP": second[1]["epsilon-run"]})
 
 
+def _registered_run(consortium: Any, tmp_path: Path, votes: dict[str, str]) -> tuple[dict[str, Any], Any]:
+    """A run proposed through the ServerApp's own settings (run config → `run_proposal`) and voted on; its run
+    config and settings."""
+    from consortium.proposals import run_settings
+    from consortium.server_app import run_proposal
+
+    config = {
+        "run-id": opaque_id("run"),
+        "state-dir": str(consortium.state),
+        "results-path": str(tmp_path / "results.json"),
+        "hospitals": "hospital-a,hospital-b,hospital-c",
+        "num-rounds": 2,
+        "spec": consortium.data.spec.to_json(),
+    }
+    settings = run_settings(config)
+    with open_ledger(state_dir=consortium.state, org="consortium") as ledger:
+        ledger.submit("LineageContract:register_run", settings.run_id, run_proposal(settings))
+    for hospital, decision in votes.items():
+        with open_ledger(state_dir=consortium.state, org=hospital) as ledger:
+            ledger.submit("LineageContract:vote_run", settings.run_id, decision)
+    return config, settings
+
+
 def test_one_approval_of_three_the_start_and_the_nodes_refuse_naming_who_has_not_approved(
     small_consortium: Any, tmp_path: Path
 ) -> None:
     from consortium.keys import KeyGuard
-    from consortium.proposals import run_settings
-    from consortium.server_app import FederatedRun, run_proposal
+    from consortium.server_app import FederatedRun
 
     state = small_consortium.state
     request = _request(small_consortium, round=1)
-    config = {
-        "run-id": opaque_id("run"),
-        "state-dir": str(state),
-        "results-path": str(tmp_path / "results.json"),
-        "hospitals": "hospital-a,hospital-b,hospital-c",
-        "num-rounds": 2,
-        "spec": small_consortium.data.spec.to_json(),
-    }
-    settings = run_settings(config)
-    with open_ledger(state_dir=state, org="consortium") as ledger:
-        ledger.submit("LineageContract:register_run", settings.run_id, run_proposal(settings))
-    with open_ledger(state_dir=state, org="hospital-a") as ledger:
-        ledger.submit("LineageContract:vote_run", settings.run_id, "approve")
-    with open_ledger(state_dir=state, org="hospital-b") as ledger:
-        ledger.submit("LineageContract:vote_run", settings.run_id, "reject")
+    _, settings = _registered_run(small_consortium, tmp_path, {"hospital-a": "approve", "hospital-b": "reject"})
     server = FederatedRun(None, settings, KeyGuard())  # type: ignore[arg-type]  # refused before it talks to a node
     try:
         server.run()
@@ -148,23 +156,10 @@ def test_the_aggregator_refuses_to_start_a_run_on_terms_nobody_approved(small_co
     code version, HE setting, …) must not start the run, and says which terms differ."""
     from consortium.keys import KeyGuard
     from consortium.proposals import run_settings
-    from consortium.server_app import FederatedRun, run_proposal
+    from consortium.server_app import FederatedRun
 
     state = small_consortium.state
-    config = {
-        "run-id": opaque_id("run"),
-        "state-dir": str(state),
-        "results-path": str(tmp_path / "results.json"),
-        "hospitals": "hospital-a,hospital-b,hospital-c",
-        "num-rounds": 2,
-        "spec": small_consortium.data.spec.to_json(),
-    }
-    approved = run_settings(config)
-    with open_ledger(state_dir=state, org="consortium") as ledger:
-        ledger.submit("LineageContract:register_run", approved.run_id, run_proposal(approved))
-    for hospital in ("hospital-a", "hospital-b", "hospital-c"):
-        with open_ledger(state_dir=state, org=hospital) as ledger:
-            ledger.submit("LineageContract:vote_run", approved.run_id, "approve")
+    config, approved = _registered_run(small_consortium, tmp_path, APPROVED)
     other_network = replace(small_consortium.data.spec, hidden=(16,)).to_json()
     server = FederatedRun(None, run_settings({**config, "spec": other_network}), KeyGuard())  # type: ignore[arg-type]
     try:
