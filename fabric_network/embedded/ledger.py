@@ -107,18 +107,37 @@ class EmbeddedLedger(Ledger):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:  # a damaged or foreign file: the user's to fix, not a traceback
+            self._prepare_database()
+        except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise LedgerError(
+            if isinstance(exc, sqlite3.OperationalError):  # locked, disk full, …: not the file's fault
+                raise
+            raise LedgerError(  # a damaged or foreign file: the user's to fix, not a traceback
                 f"{path}: not a readable ledger database ({exc}); restore the file from your backup "
                 "(CareFed leaves it as it is)"
             ) from exc
         self._chaincode: ContractChaincode = new_chaincode()
         self._ensure_genesis()
+
+    def _prepare_database(self) -> None:
+        """WAL mode, full sync, the busy timeout and the schema; retried while another opener holds the lock.
+
+        Switching a new database into WAL needs an exclusive lock and SQLite answers "database is locked" at once
+        (no busy handler) when another connection opens the same new file at that moment, so concurrent first
+        openers wait here for up to the busy timeout instead of failing.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                self._db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     # --- Ledger interface -------------------------------------------------------------------------------------
 

@@ -19,11 +19,13 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -335,7 +337,7 @@ def orderer_env(home: FabricHome, layout: Layout, consortium: ConsortiumMaterial
         "ORDERER_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.orderer_operations}",
         "ORDERER_ADMIN_LISTENADDRESS": f"{LOCALHOST}:{ports.orderer_admin}",
         "ORDERER_ADMIN_TLS_ENABLED": "false",
-        "ORDERER_METRICS_PROVIDER": "disabled",
+        "ORDERER_METRICS_PROVIDER": "prometheus",  # /metrics tells `up` when Raft has its leader
     }
 
 
@@ -536,6 +538,8 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
             "osnadmin channel join",
         )
 
+    wait_raft_leader(ports.orderer_operations, Path(orderer.log))
+
     peer = str(home.binary("peer"))
     for index, hospital in enumerate(consortium.hospitals):
         record = supervisor.start(
@@ -593,6 +597,30 @@ def connect(
         chaincode=CHAINCODE,
     )
     return FabricGateway(connection, identity_for(consortium, identity_org or org.name, role))
+
+
+RAFT_LEADER = re.compile(rf'^consensus_etcdraft_is_leader{{channel="{CHANNEL}"}} 1$', re.MULTILINE)
+
+
+def wait_raft_leader(operations_port: int, log: Path, timeout_s: float = 60.0) -> None:
+    """Until the orderer's Raft on the channel has a leader (itself: it is the one consenter).
+
+    A restarted orderer replays its write-ahead log and elects a leader only after its election ticks; a submit
+    before that fails with "no orderers could successfully process transaction". The orderer's Prometheus gauge
+    `consensus_etcdraft_is_leader` says when it is ready, so `up` waits for it rather than callers retrying.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{LOCALHOST}:{operations_port}/metrics", timeout=2) as response:
+                metrics = response.read().decode()
+        except OSError:
+            metrics = ""
+        if RAFT_LEADER.search(metrics):
+            return
+        if time.monotonic() > deadline:
+            raise NetworkError(f"the orderer has no Raft leader on {CHANNEL} after {timeout_s:.0f} s; see {log}")
+        time.sleep(0.2)
 
 
 def wait_endorsable(state_dir: Path, timeout_s: float = 120.0) -> None:
