@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -133,14 +134,26 @@ def new_id(prefix: str) -> str:
 
 
 @pytest.fixture
-def refused() -> Callable[..., str]:
+def refused(hospital_a: Ledger, hospital_b: Ledger, hospital_c: Ledger) -> Callable[..., str]:
     """Submit a call that must be refused without changing the ledger; returns the contract's message."""
+    peers = (hospital_a, hospital_b, hospital_c)  # on Fabric one peer each; embedded, one chain
+
+    def settled_height() -> int:
+        """The chain's height once every peer holds every block: on Fabric a peer commits a block another
+        peer's client committed a moment later, so one peer's height alone could grow without any new
+        transaction (that made this check fail once in CI)."""
+        deadline = time.monotonic() + 10
+        while True:
+            heights = {peer.height() for peer in peers}
+            if len(heights) == 1 or time.monotonic() > deadline:
+                return max(heights)
+            time.sleep(0.05)
 
     def check(ledger: Ledger, function: str, *args: Any) -> str:
-        height = ledger.height()
+        height = settled_height()
         with pytest.raises(ContractRejected) as caught:
             ledger.submit(function, *args)
-        assert ledger.height() == height, "a refused transaction must not be committed"
+        assert settled_height() == height, "a refused transaction must not be committed"
         return str(caught.value)
 
     return check
