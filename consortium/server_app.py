@@ -462,7 +462,7 @@ def run_proposal(settings: RunSettings) -> dict[str, Any]:
         "he": he_parameters(s.state_dir) if s.he else {"scheme": "none"},
         "code_version": _code_version(),
         "model_name": s.model_name,
-        "schema_sha256": hashlib.sha256(s.training.spec.to_json().encode()).hexdigest(),
+        "schema_sha256": s.training.spec.sha256,
         "min_participants": s.min_participants,
         "rounds": s.rounds,
     }

@@ -63,6 +63,11 @@ class ModelSpec:
             separators=(",", ":"),
         )
 
+    @property
+    def sha256(self) -> str:
+        """The spec's fingerprint: a run proposal's `schema_sha256`, which every hospital checks before training."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
         raw = json.loads(text)

@@ -194,7 +194,7 @@ def _require_approved(ledger: Ledger, request: RoundRequest) -> None:
         "delta": request.delta,
         "rounds": request.rounds,
         "he": request.he,
-        "schema_sha256": hashlib.sha256(request.spec.to_json().encode()).hexdigest(),
+        "schema_sha256": request.spec.sha256,
     }
     try:
         require_approved(ledger, request.run_id, expected)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def _proposed(consortium: Any, request: RoundRequest, votes: dict[str, str], *, 
         "he": {"scheme": "ckks"},
         "code_version": "0.1.0",
         "rounds": request.rounds,
-        "schema_sha256": hashlib.sha256(request.spec.to_json().encode()).hexdigest(),
+        "schema_sha256": request.spec.sha256,
     }
     with open_ledger(state_dir=consortium.state, org="consortium") as ledger:
         ledger.submit("LineageContract:register_run", request.run_id, spec)
