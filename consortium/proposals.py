@@ -1,4 +1,4 @@
-"""Proposing a training run on the ledger: the consortium's part of run approval.
+"""Proposing a training run or registering a cohort query on the ledger: the consortium's part of approval.
 
 The consortium registers the run as the hospitals are asked to approve it (`run_proposal` of the ServerApp's
 settings); each hospital then votes with its own identity (`carefed node approve|reject`), and the ServerApp
@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from consortium.server_app import RunSettings, run_proposal
+from fabric_network.identities import msp_id_for
 from fabric_network.ledger import open_ledger
+from federation.analytics import QuerySpec
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,4 +31,15 @@ def register_run(state_dir: Path, run_id: str, config: dict[str, Any], *, backen
     with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
         consortium.submit(
             "LineageContract:register_run", run_id, run_proposal(settings), idempotency_key=f"propose:{run_id}"
+        )
+
+
+def register_query(state_dir: Path, spec: QuerySpec, hospitals: list[str], *, backend: str = "embedded") -> None:
+    """Register a cohort query as the consortium before it is sent (hospitals answer only a registered query)."""
+    with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
+        consortium.submit(
+            "AnalyticsContract:register_query",
+            spec.query_id,
+            spec.ledger_record([msp_id_for(h) for h in hospitals]),
+            idempotency_key=f"query:{spec.query_id}",
         )

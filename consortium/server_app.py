@@ -24,10 +24,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
 from consortium.keys import KeyGuard, forbid_secret_reads, he_parameters, public_context_path
+from consortium.messaging import PULL_INTERVAL_S, exchange, wait_for_nodes
 from consortium.registry import ModelRegistry
 from fabric_network.identities import msp_id_for
 from fabric_network.ledger import ContractRejected, LedgerError, open_ledger
@@ -36,7 +37,6 @@ from federation.messages import STATUS_OK, RoundRequest
 from federation.model_artifact import ModelArtifact
 
 app = ServerApp()
-PULL_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -234,33 +234,13 @@ class FederatedRun:
 
     # -- messaging ----------------------------------------------------------------------------------------------
     def _exchange(self, node_ids: Iterable[int], message_type: str, content: dict[str, Any]) -> dict[int, Message]:
-        """Send one message per node, collect replies until all are in or the round deadline passes."""
-        messages = [
-            Message(RecordDict({"config": ConfigRecord(content)}), dst_node_id=node_id, message_type=message_type)
-            for node_id in node_ids
-        ]
-        pending = set(self.grid.push_messages(messages))
-        replies: dict[int, Message] = {}
-        deadline = time.monotonic() + self.settings.round_timeout_s
-        while pending and time.monotonic() < deadline:
-            for reply in self.grid.pull_messages(list(pending)):
-                replies[reply.metadata.src_node_id] = reply
-                pending.discard(reply.metadata.reply_to_message_id)
-            if pending:
-                time.sleep(PULL_INTERVAL_S)
-        return replies
+        return exchange(self.grid, node_ids, message_type, content, self.settings.round_timeout_s)
 
     def _name(self, node_id: int) -> str:
         return self.names.get(node_id, f"node-{node_id}")
 
     def _wait_for_nodes(self) -> list[int]:
-        wanted = len(self.settings.hospitals)
-        deadline = time.monotonic() + self.settings.join_timeout_s
-        while True:
-            node_ids = sorted(self.grid.get_node_ids())
-            if len(node_ids) >= wanted or time.monotonic() >= deadline:
-                return node_ids
-            time.sleep(PULL_INTERVAL_S)
+        return wait_for_nodes(self.grid, len(self.settings.hospitals), self.settings.join_timeout_s)
 
     # -- rounds -------------------------------------------------------------------------------------------------
     def _classify(self, log: RoundLog, asked: list[int], replies: dict[int, Message]) -> list[dict[str, Any]]:
@@ -480,7 +460,17 @@ def _code_version() -> str:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Entry point Flower calls in the `flwr-serverapp` process of each run."""
+    """Entry point Flower calls in the `flwr-serverapp` process of each run: a training run or a cohort query."""
+    if str(context.run_config.get("task", "train")) == "query":
+        from consortium.query_run import FederatedQuery, QuerySettings
+
+        query_settings = QuerySettings.from_run_config(context.run_config)
+        query = FederatedQuery(grid, query_settings, forbid_secret_reads(query_settings.state_dir))
+        try:
+            query.run()
+        finally:
+            query.close()
+        return
     settings = RunSettings.from_run_config(context.run_config)
     guard = forbid_secret_reads(settings.state_dir)
     run = FederatedRun(grid, settings, guard)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from consortium.keys import run_ceremony
-from consortium.proposals import PROJECT_DIR, register_run
+from consortium.proposals import PROJECT_DIR, register_query, register_run
 from fabric_network.identities import init_identities, msp_id_for
 from fabric_network.ledger import Call, Ledger, LedgerError, open_ledger
+from federation.analytics import QuerySpec
 from federation.layout import node_dir_for
 from federation.model_artifact import ModelSpec
 from federation.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
@@ -222,14 +223,9 @@ class LocalConsortium:
         results_path.unlink(missing_ok=True)
         resume_path = results_path.with_suffix(".resume")
         config = {
+            **self._app_config(results_path, request.min_participants, request.round_timeout_s),
             "run-id": request.run_id,
-            "state-dir": str(self.state_dir),
-            "results-path": str(results_path),
-            "hospitals": ",".join(self.hospitals),
             "num-rounds": request.rounds,
-            "min-participants": request.min_participants,
-            "round-timeout": request.round_timeout_s,
-            "ledger-backend": self.backend,
             "he": request.he,
             "epsilon": request.epsilon,
             "spec": request.spec.to_json(),
@@ -264,6 +260,36 @@ class LocalConsortium:
             )
         results = json.loads(results_path.read_text(encoding="utf-8"))
         return RunReport(outcome, results, time.monotonic() - started)
+
+    def _app_config(self, results_path: Path, min_participants: int, timeout_s: float) -> dict[str, Any]:
+        """The run-config keys every task of this consortium shares."""
+        return {
+            "state-dir": str(self.state_dir),
+            "results-path": str(results_path),
+            "hospitals": ",".join(self.hospitals),
+            "min-participants": min_participants,
+            "round-timeout": timeout_s,
+            "ledger-backend": self.backend,
+        }
+
+    def query(self, spec: QuerySpec, min_participants: int = 2, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Register a cohort query on the ledger, run it through Flower, return the aggregator's results file."""
+        results_path = self.state_dir / "queries" / f"{spec.query_id}.json"
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        register_query(self.state_dir, spec, self.hospitals, backend=self.backend)
+        config = {
+            **self._app_config(results_path, min_participants, timeout_s / 3),
+            "task": "query",
+            "query": spec.to_json(),
+        }
+        outcome = self.runtime.wait_for_run(self.runtime.submit(PROJECT_DIR, config), timeout_s, poll_s=0.5)
+        if not results_path.exists():
+            raise RuntimeFailure(
+                f"query {spec.query_id} wrote no results ({outcome.status}: {outcome.details}); "
+                f"see {self.runtime.log_path('superlink')}"
+            )
+        results: dict[str, Any] = json.loads(results_path.read_text(encoding="utf-8"))
+        return results
 
     def propose(self, run_id: str, config: dict[str, Any], votes: dict[str, str]) -> None:
         """Propose the run on the ledger as the consortium, then let each hospital vote with its own identity."""

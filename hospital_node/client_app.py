@@ -14,7 +14,7 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from hospital_node.worker import TASK_EVALUATE, TASK_TRAIN, call_worker, run_task
+from hospital_node.worker import TASK_EVALUATE, TASK_QUERY, TASK_TRAIN, call_worker, run_task
 
 app = ClientApp()
 
@@ -38,3 +38,9 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """After the last round: decrypt the final model, report its hash and local AUC, return the artefact."""
     return _handle(msg, context, TASK_EVALUATE)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """One phase of a federated cohort query: a noisy, encrypted local statistic, or the decrypted consortium total."""
+    return _handle(msg, context, TASK_QUERY)

@@ -95,18 +95,25 @@ class DataSchema(BaseModel):
     def from_toml(cls, path: Path) -> DataSchema:
         """Read and check a schema file; errors name the TOML field to fix."""
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError as exc:
             raise SchemaError(f"schema file {path} does not exist") from exc
+        return cls.from_text(text, f"schema file {path}")
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> DataSchema:
+        """Parse and check schema TOML text (e.g. a query's cohort); errors start with `source` and name the field."""
+        try:
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise SchemaError(f"schema file {path} is not valid TOML: {exc}") from exc
+            raise SchemaError(f"{source} is not valid TOML: {exc}") from exc
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
             reasons = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
             )
-            raise SchemaError(f"schema file {path}: {reasons}") from exc
+            raise SchemaError(f"{source}: {reasons}") from exc
 
 
 @dataclass(frozen=True)

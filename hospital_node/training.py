@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ class RoundDeclined(Exception):
         self.permanent = permanent
 
 
-def _secret_context(node: NodeConfig) -> Any:
+def secret_context(node: NodeConfig) -> Any:
     from privacy.he import SecretContext
 
     path = node.he_secret_context
@@ -53,7 +54,7 @@ def decode_global_model(node: NodeConfig, request: RoundRequest) -> np.ndarray |
     if request.he:
         from privacy.he import decrypt_weighted_average
 
-        return np.asarray(decrypt_weighted_average(_secret_context(node), request.aggregate))
+        return np.asarray(decrypt_weighted_average(secret_context(node), request.aggregate))
     summed = np.frombuffer(request.aggregate, dtype="<f8")
     return np.asarray(summed[:-1] / summed[-1])
 
@@ -64,7 +65,7 @@ def encode_update(node: NodeConfig, request: RoundRequest, vector: np.ndarray, n
     if request.he:
         from privacy.he import encrypt_weighted
 
-        return encrypt_weighted(_secret_context(node), vector, weight)
+        return encrypt_weighted(secret_context(node), vector, weight)
     return np.concatenate([vector * weight, [weight]]).astype("<f8").tobytes()
 
 
@@ -151,8 +152,11 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
             trainer = PrivateTrainer(model, request.spec.scale(cohort.features), cohort.labels, config, plan=plan)
         except (PrivacyConfigError, TrainingDataError) as exc:
             raise RoundDeclined(f"cannot train under DP: {exc}") from exc
-        budget, charge_tx_id = _charge_budget(
-            ledger, node, request, plan.epsilon, mechanism_of(plan, request.max_grad_norm)
+        budget, charge_tx_id = charge_budget(
+            ledger,
+            node,
+            BudgetCharge(request.purpose, request.run_id, request.round, plan.epsilon),
+            mechanism_of(plan, request.max_grad_norm),
         )
         try:
             result, _ = trainer.train(budget)
@@ -266,10 +270,18 @@ def _run_charges(ledger: Ledger, request: RoundRequest) -> list[dict[str, Any]]:
     return [c for c in charges if c["run_id"] == request.run_id and c["round"] < request.round]
 
 
-def _charge_budget(
-    ledger: Ledger, node: NodeConfig, request: RoundRequest, epsilon: float, mechanism: dict[str, Any]
-) -> tuple[Any, str]:
-    """Charge the round's ε and its mechanism on the ledger before training; a refusal is the hospital's stop signal.
+@dataclass(frozen=True)
+class BudgetCharge:
+    """One ε charge: a training round of a run, or a phase of a federated query (run id = query id)."""
+
+    purpose: str
+    run_id: str
+    round: int
+    epsilon: float
+
+
+def charge_budget(ledger: Ledger, node: NodeConfig, charge: BudgetCharge, mechanism: dict[str, Any]) -> tuple[Any, str]:
+    """Charge ε and its mechanism on the ledger before the data is used; a refusal is the hospital's stop signal.
 
     Returns the `privacy.budget.PrivacyBudget` as it was before the charge (so the trainer's own check agrees)
     and the charge's transaction id (the update record references it).
@@ -278,26 +290,26 @@ def _charge_budget(
     from privacy.budget import PrivacyBudget
 
     try:
-        state = ledger.evaluate("PrivacyBudgetContract:read_budget", ledger.msp_id, request.purpose)
+        state = ledger.evaluate("PrivacyBudgetContract:read_budget", ledger.msp_id, charge.purpose)
     except LedgerError as exc:
         raise RoundDeclined(f"privacy budget unreadable on the ledger ({exc}); not training (fail closed)") from exc
     budget = PrivacyBudget(node.hospital, float(state["limit"]), float(state["spent"]))
-    if not fits_budget(budget.epsilon_spent, epsilon, budget.epsilon_limit):
+    if not fits_budget(budget.epsilon_spent, charge.epsilon, budget.epsilon_limit):
         raise RoundDeclined(
-            f"privacy budget exhausted for {node.hospital} ({request.purpose}): spent ε={budget.epsilon_spent:.3f} "
-            f"of limit {budget.epsilon_limit:.3f}, this round needs ε={epsilon:.3f}; stopping (raise the limit "
+            f"privacy budget exhausted for {node.hospital} ({charge.purpose}): spent ε={budget.epsilon_spent:.3f} "
+            f"of limit {budget.epsilon_limit:.3f}, this needs ε={charge.epsilon:.3f}; stopping (raise the limit "
             "with PrivacyBudgetContract:set_budget_limit to continue)",
             permanent=True,
         )
     try:
         charged = ledger.submit(
             "PrivacyBudgetContract:charge_budget",
-            request.purpose,
-            repr(epsilon),
-            request.run_id,
-            str(request.round),
+            charge.purpose,
+            repr(charge.epsilon),
+            charge.run_id,
+            str(charge.round),
             mechanism,
-            idempotency_key=f"budget:{request.run_id}:{request.round}:{node.hospital}",
+            idempotency_key=f"budget:{charge.run_id}:{charge.round}:{node.hospital}",
         )
     except LedgerError as exc:
         raise RoundDeclined(f"privacy budget charge refused by the ledger: {exc}") from exc

@@ -25,6 +25,7 @@ from typing import Any
 log = logging.getLogger("carefed.node.worker")
 TASK_TRAIN = "train"
 TASK_EVALUATE = "evaluate"
+TASK_QUERY = "query"
 
 
 def socket_path(node_dir: Path) -> Path:
@@ -50,11 +51,17 @@ def _authkey(node_dir: Path, create: bool) -> bytes | None:
 
 def run_task(node_dir: Path, task: str, config: dict[str, Any]) -> dict[str, Any]:
     """Run one ClientApp task for the node in this process; the reply's fields."""
-    from federation.messages import RoundRequest
     from hospital_node.config import NodeConfig
-    from hospital_node.training import evaluate_final, train_round_reply
 
     node = NodeConfig.load(node_dir)
+    if task == TASK_QUERY:
+        from federation.analytics import QueryRequest
+        from hospital_node.analytics import answer_query_reply
+
+        return answer_query_reply(node, QueryRequest.from_config(config))
+    from federation.messages import RoundRequest
+    from hospital_node.training import evaluate_final, train_round_reply
+
     request = RoundRequest.from_config(config)
     if task == TASK_TRAIN:
         return train_round_reply(node, request)

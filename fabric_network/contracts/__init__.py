@@ -1,6 +1,6 @@
 """CareFed's consortium contracts, written once on the Fabric Python contract API for both ledger backends.
 
-One chaincode (``CHAINCODE_NAME``) holds the five contracts; a transaction is named ``"<Contract>:<function>"``,
+One chaincode (``CHAINCODE_NAME``) holds the six contracts; a transaction is named ``"<Contract>:<function>"``,
 e.g. ``"ConsentContract:record_consent"``. docs/ledger.md lists every function and its arguments.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from fabric_network.contracts.analytics import AnalyticsContract
 from fabric_network.contracts.audit import AuditContract
 from fabric_network.contracts.budget import PrivacyBudgetContract
 from fabric_network.contracts.common import ContractError, snapshot_root
@@ -19,7 +20,14 @@ from fabric_network.shim import ContractChaincode, FastSchemaSerializer
 from privacy import accountant
 
 CHAINCODE_NAME = "carefed"
-CONTRACT_CLASSES = (ConsentContract, LineageContract, AuditContract, PrivacyBudgetContract, GovernanceContract)
+CONTRACT_CLASSES = (
+    ConsentContract,
+    LineageContract,
+    AuditContract,
+    PrivacyBudgetContract,
+    GovernanceContract,
+    AnalyticsContract,
+)
 #: The contracts' source files plus the accountant they recompute ε with (its result decides what is written).
 CONTRACT_SOURCES = (*sorted(Path(__file__).parent.glob("*.py")), Path(accountant.__file__))
 #: SHA-256 over the contracts' source files: the embedded ledger's analogue of a chaincode package id. Recorded
@@ -45,6 +53,7 @@ __all__ = [
     "CHAINCODE_NAME",
     "CONTRACT_CLASSES",
     "CONTRACT_VERSION",
+    "AnalyticsContract",
     "AuditContract",
     "ConsentContract",
     "ContractError",
