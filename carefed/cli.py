@@ -25,6 +25,7 @@ from compliance.cli import audit_app, report_app
 from consortium.cli import consortium_app, keys_app
 from fabric_network.cli import fabric_app, ledger_app
 from harness.cli import demo
+from harness.query_cli import query
 from hospital_node.cli import node_app
 
 
@@ -87,6 +88,7 @@ def main(
 
 
 app.command("demo")(demo)
+app.command("query")(query)
 app.add_typer(node_app, name="node")
 app.add_typer(consortium_app, name="consortium")
 app.add_typer(keys_app, name="keys")

@@ -154,7 +154,7 @@ class FederatedQuery:
             if len(counted) < s.min_participants:
                 raise QueryFailed(f"{len(counted)} hospitals answered the count, minimum {s.min_participants}")
             participants = sorted(counted)
-            self.participants = [self.names[n] for n in participants]
+            self.participants = sorted(self.names[n] for n in participants)
             stated = self._ask(participants, QueryRequest(spec, PHASE_STATISTIC, self._sum(counted)))
             self._all_of(participants, stated, PHASE_STATISTIC)
             counts: list[float | None] = self._agreed(stated, "counts")
