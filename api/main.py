@@ -18,7 +18,7 @@ from api.core.ledger import LedgerHub
 from api.core.metrics import Metrics, MetricsMiddleware
 from api.core.problems import install_problem_handlers
 from api.deps import TokenUsers, authorize, check_access_before_validation
-from api.routes import audit, consents, health, login, models, nodes, pages, pictures, users
+from api.routes import audit, consents, health, login, models, nodes, pages, pictures, queries, users
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = catalog
     app.state.metrics = Metrics(hub)
     install_problem_handlers(app, check_access_before_validation, pages.render_problem)
-    for module in (health, login, users, nodes, consents, models, audit, pages, pictures):
+    for module in (health, login, users, nodes, consents, models, queries, audit, pages, pictures):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if trail is not None:

@@ -44,6 +44,17 @@ class ReportFormat(StrEnum):
     json = "json"
 
 
+class QueryKind(StrEnum):
+    """What a federated cohort query releases (docs/analytics.md); upper-case names because `count` is a str method."""
+
+    COUNT = "count"
+    MEAN = "mean"
+    STDDEV = "stddev"
+    HISTOGRAM = "histogram"
+    QUANTILES = "quantiles"
+    TABLE = "table"
+
+
 class LogFormat(StrEnum):
     """Log lines for people (console) or for a log collector (one JSON object per line)."""
 

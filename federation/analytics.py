@@ -310,3 +310,29 @@ def _statistic(
 def result_sha256(result: dict[str, Any]) -> str:
     """The hash the ledger records for a released result (canonical JSON)."""
     return hashlib.sha256(json.dumps(result, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def result_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """A released result as (stratum, statistic, value, ± 95 %) rows: what the CLI and the web page show."""
+    rows: list[tuple[str, str, str, str]] = []
+    for stratum in result.get("strata", []):
+        name = stratum["stratum"]
+        if stratum["suppressed"]:
+            rows.append((name, "suppressed", f"noisy count < {result['min_count']}", ""))
+            continue
+        rows.append((name, "count", _number(stratum["count"]), _number(stratum["count_ci95"])))
+        for key in ("mean", "stddev"):
+            if key in stratum:
+                rows.append((name, key, _number(stratum[key], 2), _number(stratum.get(f"{key}_ci95"), 2)))
+        for row in stratum.get("histogram", []):
+            rows.append((name, f"bin {row['bin']}", _number(row["count"]), _number(stratum["bin_ci95"])))
+        for q, value in stratum.get("quantiles", {}).items():
+            rows.append((name, f"quantile {q}", _number(value, 2), ""))
+        for row in stratum.get("table", []):
+            for label in ("label_0", "label_1"):
+                rows.append((name, f"{row['bin']} {label}", _number(row[label]), _number(stratum["cell_ci95"])))
+    return rows

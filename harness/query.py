@@ -9,12 +9,13 @@ as a rich table and drawn as a PNG (histograms and tables with error bars from t
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from federation.analytics import QuerySpec
+from federation.analytics import QuerySpec, result_rows
 from federation.layout import node_dir_for
 from harness.local_consortium import LocalConsortium
 
@@ -31,15 +32,19 @@ def consortium_hospitals(state_dir: Path) -> list[str]:
 
 
 def run_query(state_dir: Path, spec: QuerySpec, backend: str = "embedded") -> dict[str, Any]:
-    """Register and run one query across every hospital of the consortium; the aggregator's results."""
+    """Register and run one query across every hospital of the consortium; the aggregator's results.
+
+    One query at a time per state dir (a lock file): a second waits rather than starting a second runtime.
+    """
     state_dir = state_dir.resolve()
-    with LocalConsortium(state_dir, consortium_hospitals(state_dir), backend=backend) as consortium:
-        consortium.start()
-        return consortium.query(spec)
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+    hospitals = consortium_hospitals(state_dir)
+    lock_path = state_dir / "queries" / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with LocalConsortium(state_dir, hospitals, backend=backend) as consortium:
+            consortium.start()
+            return consortium.query(spec)
 
 
 def result_table(results: dict[str, Any]) -> Table:
@@ -48,22 +53,8 @@ def result_table(results: dict[str, Any]) -> Table:
     table = Table(title=f"{result.get('kind', 'query')} {result.get('column') or ''} — {results['status']}")
     for column in ("stratum", "statistic", "value", "± 95 %"):
         table.add_column(column, justify="left" if column in ("stratum", "statistic") else "right")
-    for stratum in result.get("strata", []):
-        name = stratum["stratum"]
-        if stratum["suppressed"]:
-            table.add_row(name, "suppressed", f"noisy count < {result['min_count']}", "")
-            continue
-        table.add_row(name, "count", _number(stratum["count"]), _number(stratum["count_ci95"]))
-        for key in ("mean", "stddev"):
-            if key in stratum:
-                table.add_row(name, key, _number(stratum[key], 2), _number(stratum.get(f"{key}_ci95"), 2))
-        for row in stratum.get("histogram", []):
-            table.add_row(name, f"bin {row['bin']}", _number(row["count"]), _number(stratum["bin_ci95"]))
-        for q, value in stratum.get("quantiles", {}).items():
-            table.add_row(name, f"quantile {q}", _number(value, 2), "")
-        for row in stratum.get("table", []):
-            for label in ("label_0", "label_1"):
-                table.add_row(name, f"{row['bin']} {label}", _number(row[label]), _number(stratum["cell_ci95"]))
+    for row in result_rows(result):
+        table.add_row(*row)
     return table
 
 

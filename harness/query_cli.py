@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, StateDir
-
-
-class QueryKind(StrEnum):
-    """What a query releases (docs/analytics.md)."""
-
-    COUNT = "count"
-    MEAN = "mean"
-    STDDEV = "stddev"
-    HISTOGRAM = "histogram"
-    QUANTILES = "quantiles"
-    TABLE = "table"
-
+from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, QueryKind, StateDir
 
 DEFAULT_BINS = {QueryKind.HISTOGRAM: "10", QueryKind.QUANTILES: "20", QueryKind.TABLE: "5"}
 
@@ -52,6 +39,11 @@ def query(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Where to draw the PNG (default queries/<id>.png).")
     ] = None,
+    query_id: Annotated[str, typer.Option("--query-id", hidden=True, help="Set by the API: the query's id.")] = "",
+    requester: Annotated[
+        str, typer.Option("--requester", help="Who asks (an opaque user id, recorded on the ledger).")
+    ] = "researcher",
+    role: Annotated[str, typer.Option("--role", help="The requester's role, recorded on the ledger.")] = "researcher",
 ) -> None:
     """Federated cohort statistics: noisy at each hospital (DP), summed encrypted (HE), charged on the ledger.
 
@@ -74,7 +66,11 @@ def query(
         min_count=min_count,
         purpose=purpose,
         quantiles=tuple(float(value) for value in q.split(",")),
+        requester=requester,
+        role=role,
     )
+    if query_id:
+        spec = spec.with_id(query_id)
     console = Console()
     with console.status(f"query {spec.query_id}: starting the consortium and asking every hospital…"):
         results = run_query(state_dir, spec, backend.value)

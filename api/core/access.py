@@ -14,6 +14,7 @@ HOSPITAL_IT = frozenset({Role.hospital_it})
 CLINICIAN = frozenset({Role.clinician})
 COMPLIANCE = frozenset({Role.compliance_officer})
 ADMIN = frozenset({Role.consortium_admin})
+RESEARCHER = frozenset({Role.researcher})
 EVERY_ROLE = frozenset(Role)
 
 
@@ -62,6 +63,11 @@ ACCESS_MATRIX: dict[str, Access] = {
     "list_models": allow(CLINICIAN, COMPLIANCE, ADMIN),
     "read_model": allow(CLINICIAN, COMPLIANCE, ADMIN),
     "predict": allow(CLINICIAN),
+    # federated cohort queries (noisy consortium-wide statistics only)
+    "list_cohorts": allow(RESEARCHER, ADMIN),
+    "submit_query": allow(RESEARCHER),
+    "list_queries": allow(RESEARCHER, COMPLIANCE, ADMIN),
+    "read_query": allow(RESEARCHER, COMPLIANCE, ADMIN),
     # audit trail
     "query_audit_events": allow(COMPLIANCE),
     # web pages
@@ -72,6 +78,8 @@ ACCESS_MATRIX: dict[str, Access] = {
     "page_predict": allow(CLINICIAN),
     "page_predict_submit": allow(CLINICIAN),
     "page_audit": allow(COMPLIANCE),
+    "page_queries": allow(RESEARCHER),
+    "page_query_submit": allow(RESEARCHER),
     "picture_audit_activity": allow(COMPLIANCE),
     "picture_budgets": allow(HOSPITAL_IT, COMPLIANCE),
     "picture_lineage": allow(CLINICIAN, COMPLIANCE),

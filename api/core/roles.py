@@ -11,6 +11,7 @@ class Role(StrEnum):
     clinician = "clinician"
     compliance_officer = "compliance_officer"
     consortium_admin = "consortium_admin"
+    researcher = "researcher"  # asks federated cohort queries (docs/analytics.md); sees no patient-level data
 
     @property
     def bound_to_hospital(self) -> bool:

@@ -17,12 +17,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.core.config import Settings
 from api.core.ledger import LedgerHub
 from api.core.problems import ProblemError
+from api.core.queries import launch_query, published_cohorts
 from api.deps import (
     PAGE_TAG,
     SESSION_COOKIE,
@@ -39,6 +41,7 @@ from api.deps import (
 )
 from api.models.common import FieldError
 from api.models.consent import ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, CONSENT_SCOPE_SYSTEM, LOINC_PRIVACY_POLICY
+from api.models.query import QueryCreate
 from api.models.user import Actor, Role, User
 from api.routes.audit import (
     ACTION_PATTERN,
@@ -61,8 +64,11 @@ from api.routes.consents import (
 from api.routes.login import authenticate, issue_token
 from api.routes.models import MODEL_ID_PATTERN, predict_for
 from api.routes.nodes import node_public, rounds_by_hospital, visible_nodes
+from api.routes.queries import list_queries, query_status
+from carefed.options import QueryKind
 from fabric_network.contracts.audit import OUTCOMES
 from fabric_network.contracts.common import CONSENT_SCOPES, PURPOSE_CODES
+from federation.analytics import result_rows
 
 router = APIRouter(tags=[PAGE_TAG], include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
@@ -72,6 +78,7 @@ HOME_OF_ROLE = {
     Role.compliance_officer: "/ui/audit",
     Role.hospital_it: "/ui/hospital",
     Role.consortium_admin: "/docs",
+    Role.researcher: "/ui/queries",
 }
 NOTICES = {"recorded": "Consent recorded on the ledger.", "withdrawn": "Consent withdrawn on the ledger."}
 
@@ -388,3 +395,51 @@ def page_consent_withdraw(
 ) -> Response:
     withdraw(request, hub, user, pseudonym, purpose)
     return RedirectResponse("/ui/hospital?notice=withdrawn", status_code=303)
+
+
+# --- researchers: federated cohort queries ---------------------------------------------------------------------
+
+
+def _queries_page(
+    request: Request, hub: LedgerHub, settings: Settings, query_id: str | None, status: int = 200, **context: Any
+) -> Response:
+    chosen = query_status(hub, settings.state_dir, query_id) if query_id else None
+    return render(
+        request,
+        "queries.html",
+        status=status,
+        kinds=[kind.value for kind in QueryKind],
+        cohorts=published_cohorts(settings.state_dir),
+        queries=list(reversed(list_queries(hub))),
+        chosen=chosen,
+        rows=result_rows(chosen.result) if chosen and chosen.result else [],
+        **context,
+    )
+
+
+@router.get("/ui/queries", name="page_queries", dependencies=[Depends(purpose_of_use("HRESCH"))])
+def page_queries(
+    request: Request,
+    settings: SettingsDep,
+    hub: LedgerHubDep,
+    user: CurrentUser,
+    query_id: Annotated[str | None, Query(pattern=r"^query-[0-9a-f]{32}$")] = None,
+) -> Response:
+    return _queries_page(request, hub, settings, query_id, form={}, error=None)
+
+
+@router.post("/ui/queries", name="page_query_submit", dependencies=[Depends(purpose_of_use("HRESCH"))])
+async def page_query_submit(request: Request, settings: SettingsDep, hub: LedgerHubDep, user: CurrentUser) -> Response:
+    form = {key: str(value) for key, value in (await request.form()).items()}
+    try:
+        body = QueryCreate.model_validate(form)
+        query_id = await run_in_threadpool(launch_query, settings.state_dir, body, f"user-{user.id}")
+    except ValidationError as exc:
+        error = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return await run_in_threadpool(_queries_page, request, hub, settings, None, 422, form=form, error=error)
+    except ProblemError as problem:
+        return await run_in_threadpool(
+            _queries_page, request, hub, settings, None, problem.status, form=form, error=problem.detail
+        )
+    request.state.audit_object = f"query:{query_id}"
+    return RedirectResponse(f"/ui/queries?query_id={query_id}", status_code=303)

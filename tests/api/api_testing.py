@@ -53,6 +53,7 @@ TEST_USERS: dict[str, tuple[Role, str | None]] = {
     "admin": (Role.consortium_admin, None),
     "it-b": (Role.hospital_it, "hospital-b"),
     "clinician-b": (Role.clinician, "hospital-b"),
+    "researcher": (Role.researcher, None),
 }
 # The user who plays each role in role-by-route tests.
 ROLE_USERS: dict[Role, str] = {
@@ -60,6 +61,7 @@ ROLE_USERS: dict[Role, str] = {
     Role.clinician: "clinician-a",
     Role.compliance_officer: "compliance",
     Role.consortium_admin: "admin",
+    Role.researcher: "researcher",
 }
 
 

@@ -65,6 +65,7 @@ def _request(fixture: Fixture, name: str) -> tuple[str, str, dict[str, Any]]:
         .replace("{purpose}", "HRESCH")
         .replace("{model_id:path}", fixture.model.model_id)
         .replace("{path:path}", "carefed.css")
+        .replace("{query_id}", "query-" + "0" * 32)
     )
     bodies: dict[str, dict[str, Any]] = {
         "login_access_token": {"data": {"username": "admin", "password": PASSWORD}},
@@ -89,6 +90,9 @@ def _request(fixture: Fixture, name: str) -> tuple[str, str, dict[str, Any]]:
             }
         },
         "page_consent_search": {"data": {"mrn": "MRN-unknown"}},
+        # An unpublished cohort: well-formed, answered 404, so the matrix starts no query process.
+        "submit_query": {"json": {"kind": "count", "cohort": "not-published"}},
+        "page_query_submit": {"data": {"kind": "count", "cohort": "not-published"}},
     }
     return method, path, bodies.get(name, {})
 

@@ -3,7 +3,7 @@
 from sqlmodel import Session, select
 
 from api.models.user import User
-from tests.api.api_testing import PASSWORD, Service
+from tests.api.api_testing import PASSWORD, TEST_USERS, Service
 
 
 def test_sign_in_gives_a_token_that_identifies_the_user(service: Service) -> None:
@@ -74,6 +74,7 @@ def test_bad_user_input_names_the_field_and_stores_nothing(service: Service) -> 
         "admin",
         "it-b",
         "clinician-b",
+        "researcher",
     }
 
 
@@ -81,8 +82,8 @@ def test_user_list_is_paginated(service: Service) -> None:
     headers = service.headers("admin")
     first = service.client.get("/users", headers=headers, params={"offset": 0, "limit": 4}).json()
     second = service.client.get("/users", headers=headers, params={"offset": 4, "limit": 4}).json()
-    assert first["total"] == second["total"] == 6
-    assert len(first["items"]) == 4 and len(second["items"]) == 2
+    assert first["total"] == second["total"] == len(TEST_USERS) == 7
+    assert len(first["items"]) == 4 and len(second["items"]) == 3
     assert {u["id"] for u in first["items"]}.isdisjoint({u["id"] for u in second["items"]})
     too_many = service.client.get("/users", headers=headers, params={"limit": 1000})
     assert too_many.status_code == 422
