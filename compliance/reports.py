@@ -233,6 +233,7 @@ def privacy_budget_report(ledger: Ledger, recompute: bool = False) -> Report:
             for b in sorted(budgets, key=lambda b: (b["hospital"], b["purpose"]))
         ],
     }
+    report["queries"] = _query_charges(ledger)
     if recompute:
         report["recomputed"] = recompute_charges(ledger.evaluate("PrivacyBudgetContract:list_budget_charges", "", ""))
         differences = [abs(row["difference"]) for row in report["recomputed"]]
@@ -247,6 +248,27 @@ def privacy_budget_report(ledger: Ledger, recompute: bool = False) -> Report:
 
 
 RECOMPUTE_AGREEMENT = 1e-6
+
+
+def _query_charges(ledger: Ledger) -> list[dict[str, Any]]:
+    """Every federated query with its requester, outcome and the ε each hospital was charged for it."""
+    charged: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for charge in ledger.evaluate("PrivacyBudgetContract:list_budget_charges", "", ""):
+        charged[charge["run_id"]][charge["hospital"]] += float(charge["epsilon"])
+    return [
+        {
+            "query_id": q["query_id"],
+            "registered_at": q["registered_at"],
+            "requester": q["requester"],
+            "purpose": q["purpose"],
+            "kind": q["kind"],
+            "epsilon": q["epsilon"],
+            "status": q["status"],
+            "charged": dict(charged.get(q["query_id"], {})),
+            "result_sha256": q.get("result_sha256", ""),
+        }
+        for q in sorted(ledger.evaluate("AnalyticsContract:list_queries"), key=lambda q: q["registered_at"])
+    ]
 
 
 def recompute_charges(charges: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -340,6 +362,8 @@ def to_markdown(report: Report) -> str:
         lines += [f"- {k}: {v}" for k, v in report["definitions"].items()] + [""]
     elif kind == "privacy-budget":
         lines += _table(report["budgets"], ["hospital", "purpose", "limit", "spent", "remaining", "per_run"])
+        lines += ["## Federated queries", ""]
+        lines += _table(report["queries"], ["registered_at", "requester", "purpose", "kind", "status", "charged"])
         if "recomputed" in report:
             summary = report["recompute_summary"]
             lines += [

@@ -17,7 +17,8 @@ from typing import Any
 from compliance.records import AuditRecord, EventKind, Outcome
 from fabric_network.ledger import Ledger, LedgerEvent
 
-_DISCLOSURE_VERBS = {"predict", "export", "disclose", "download", "share"}
+# "release": a federated query's noisy statistic released to its requester (query.release).
+_DISCLOSURE_VERBS = {"predict", "export", "disclose", "download", "share", "release"}
 _REST_VERBS = {
     "create": EventKind.REST_CREATE,
     "read": EventKind.REST_READ,

@@ -38,6 +38,8 @@ from federation.analytics import (
 )
 from federation.messages import STATUS_OK
 
+#: The audit action per outcome: a released statistic is a disclosure to its requester (compliance reports).
+QUERY_ACTIONS = {"answered": "query.release", STATUS_SUPPRESSED: "query.suppress", "failed": "query.fail"}
 # Hospitals decrypt the same sum with the same key; the limbs' rounding leaves differences of CKKS' error only.
 AGREEMENT_TOLERANCE = 1e-3
 
@@ -191,7 +193,7 @@ class FederatedQuery:
             event = {
                 "actor": spec.requester,
                 "role": spec.role,
-                "action": "query.run",
+                "action": QUERY_ACTIONS[outcome],
                 "object": f"query:{spec.query_id}",
                 "outcome": "success" if outcome != "failed" else "serious-failure",
                 "purpose": spec.purpose,

@@ -87,7 +87,7 @@ def test_the_ledger_holds_the_outcome_the_result_hash_and_the_requester(
     assert record["result_sha256"] == result_sha256(answered["result"]) == answered["result_sha256"]
     assert record["participants"] == [msp_id_for(h) for h in synthea_queries.hospitals]
     assert [(e["actor"], e["role"], e["action"], e["purpose"]) for e in events] == [
-        ("researcher", "researcher", "query.run", "HRESCH")
+        ("researcher", "researcher", "query.release", "HRESCH")
     ]
 
 
@@ -109,3 +109,19 @@ def test_the_result_is_shown_as_a_table_and_a_picture(answered: dict[str, Any], 
     assert "sex_female [0.5, 1]" in text and "stddev" in text and "answered" in text
     picture = plot_result(answered, tmp_path / "q.png")
     assert picture is not None and picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compliance_reports_show_the_query_its_charges_and_the_release(
+    answered: dict[str, Any], synthea_queries: QueryConsortium
+) -> None:
+    from compliance.reports import disclosures_report, privacy_budget_report
+
+    with open_ledger(state_dir=synthea_queries.state, org="consortium") as ledger:
+        budget = privacy_budget_report(ledger, recompute=True)
+        disclosures = disclosures_report(ledger)
+    query = next(q for q in budget["queries"] if q["query_id"] == answered["query_id"])
+    assert (query["status"], query["requester"], query["kind"]) == ("answered", "researcher", "stddev")
+    assert query["charged"] == {msp_id_for(h): pytest.approx(e) for h, e in answered["epsilon_charged"].items()}
+    assert budget["recompute_summary"]["understated"] == 0, "each phase's ε is what the contract recomputes"
+    released = [d for d in disclosures["disclosures"] if d["description"].startswith("query.release of query:")]
+    assert f"query.release of query:{answered['query_id']} (success)" in [d["description"] for d in released]
