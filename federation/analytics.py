@@ -31,8 +31,8 @@ import numpy as np
 
 from privacy.queries import PhaseNoise, interval_halfwidth, quantiles_from_histogram, split_noise
 
-KINDS = ("count", "mean", "stddev", "histogram", "quantiles", "table")
-FEATURE_KINDS = KINDS[1:]
+KINDS = ("count", "mean", "stddev", "histogram", "quantiles", "table", "moments")
+FEATURE_KINDS = KINDS[1:6]
 BINNED_KINDS = ("histogram", "quantiles", "table")
 PHASE_COUNT = "count"
 PHASE_STATISTIC = "statistic"
@@ -74,6 +74,9 @@ class QuerySpec:
     bins: tuple[float, ...] = ()  # bin edges (histogram, quantiles, table)
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     by: Strata | None = None
+    # moments: mean and std of several columns at once (the consortium's feature standardisation, #ehr-data)
+    columns: tuple[str, ...] = ()
+    ranges: tuple[tuple[float, float], ...] = ()
     requester: str = "researcher"
     role: str = "researcher"
     metadata: dict[str, str] = field(default_factory=dict)  # e.g. the cohort file's name, for the report
@@ -107,6 +110,13 @@ class QuerySpec:
             found += _edges_problems("bins", self.bins)
         if self.kind == "quantiles" and not all(0 < q < 1 for q in self.quantiles):
             found.append(f"quantiles: each must be in (0, 1), got {list(self.quantiles)}")
+        if self.kind == "moments":
+            if not self.columns or len(self.ranges) != len(self.columns):
+                found.append("columns/ranges: a moments query names its columns, each with its declared range")
+            elif not all(high > low for low, high in self.ranges):
+                found.append(f"ranges: each needs low < high, got {list(self.ranges)}")
+            if self.by is not None:
+                found.append("by: a moments query is not stratified")
         if self.by is not None:
             found += _edges_problems("by.edges", self.by.edges)
             if not self.by.column:
@@ -129,6 +139,8 @@ class QuerySpec:
     @property
     def statistic_sensitivity(self) -> float:
         """L2 sensitivity of the statistic vector (in its scaled units)."""
+        if self.kind == "moments":
+            return math.sqrt(2.0 * len(self.columns))
         return math.sqrt(2.0) if self.kind == "stddev" else 1.0
 
     @property
@@ -147,8 +159,9 @@ class QuerySpec:
     def from_json(cls, text: str) -> QuerySpec:
         raw = json.loads(text)
         by = raw.pop("by", None)
-        for name in ("bins", "quantiles"):
+        for name in ("bins", "quantiles", "columns"):
             raw[name] = tuple(raw.get(name, ()))
+        raw["ranges"] = tuple((float(low), float(high)) for low, high in raw.get("ranges", ()))
         strata = Strata(str(by["column"]), tuple(float(e) for e in by["edges"])) if by else None
         return cls(**raw, by=strata)
 
@@ -275,6 +288,8 @@ def _statistic(
     """One stratum's statistic from the totals vector (layout in the module doc)."""
     strata, bins = spec.strata, spec.bin_count
     hw = interval_halfwidth(sigma, hospitals)
+    if spec.kind == "moments":
+        return {"moments": moments_of(spec, n, totals), "moment_ci95_scaled": hw / n}
     r, c = spec.half_range, spec.centre
     if spec.kind in ("mean", "stddev"):
         scaled_sum = float(totals[index])
@@ -307,6 +322,33 @@ def _statistic(
     return row
 
 
+def moments_of(spec: QuerySpec, n: float, totals: np.ndarray) -> list[dict[str, Any]]:
+    """Per column the mean and standard deviation from the summed scaled values and squares (layout: S…, Q…)."""
+    d = len(spec.columns)
+    rows = []
+    for j, (column, (low, high)) in enumerate(zip(spec.columns, spec.ranges, strict=True)):
+        centre, half = (low + high) / 2, (high - low) / 2
+        s, q = float(totals[j]) / n, float(totals[d + j]) / n
+        rows.append({"column": column, "mean": centre + half * s, "stddev": half * math.sqrt(max(q - s * s, 0.0))})
+    return rows
+
+
+#: A standard deviation is never taken below this share of the column's declared range: on a small cohort the DP
+#: noise on the sum of squares can push the estimated variance to zero, which would blow up the scaled feature.
+STD_FLOOR_SHARE = 0.05
+
+
+def standardisation_from(spec: QuerySpec, result: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Column → (mean, std) from an answered moments query, each std floored at STD_FLOOR_SHARE of its range."""
+    if spec.kind != "moments" or result.get("status") != "answered":
+        raise QueryError(f"standardisation: needs an answered moments query, got {spec.kind} {result.get('status')}")
+    floors = {c: STD_FLOOR_SHARE * (high - low) for c, (low, high) in zip(spec.columns, spec.ranges, strict=True)}
+    return {
+        row["column"]: (row["mean"], max(row["stddev"], floors[row["column"]]))
+        for row in result["strata"][0]["moments"]
+    }
+
+
 def result_sha256(result: dict[str, Any]) -> str:
     """The hash the ledger records for a released result (canonical JSON)."""
     return hashlib.sha256(json.dumps(result, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -332,6 +374,9 @@ def result_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             rows.append((name, f"bin {row['bin']}", _number(row["count"]), _number(stratum["bin_ci95"])))
         for q, value in stratum.get("quantiles", {}).items():
             rows.append((name, f"quantile {q}", _number(value, 2), ""))
+        for row in stratum.get("moments", []):
+            rows.append((name, f"{row['column']} mean", _number(row["mean"], 3), ""))
+            rows.append((name, f"{row['column']} stddev", _number(row["stddev"], 3), ""))
         for row in stratum.get("table", []):
             for label in ("label_0", "label_1"):
                 rows.append((name, f"{row['bin']} {label}", _number(row[label]), _number(stratum["cell_ci95"])))

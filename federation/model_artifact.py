@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,9 @@ class ModelSpec:
     features: tuple[FeatureRange, ...]
     hidden: tuple[int, ...] = ()  # () = logistic regression
     seed: int = 0
+    # (mean, std) per feature agreed across hospitals by a federated DP query (docs/analytics.md); () = scale by
+    # the declared ranges. Part of the spec, so the run proposal every hospital approves names the statistics.
+    standardisation: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.features:
@@ -46,6 +49,10 @@ class ModelSpec:
                 raise ValueError(
                     f"model spec: feature {feature.name!r} needs max > min, got [{feature.min}, {feature.max}]"
                 )
+        if self.standardisation and (
+            len(self.standardisation) != len(self.features) or not all(std > 0 for _, std in self.standardisation)
+        ):
+            raise ValueError("model spec: standardisation needs one (mean, std > 0) per feature")
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -58,6 +65,8 @@ class ModelSpec:
                 "features": [[f.name, f.min, f.max, *([f.unit] if f.unit else [])] for f in self.features],
                 "hidden": list(self.hidden),
                 "seed": self.seed,
+                # only when set, so specs scaled by their ranges keep their bytes and hashes
+                **({"standardisation": [list(pair) for pair in self.standardisation]} if self.standardisation else {}),
             },
             sort_keys=True,
             separators=(",", ":"),
@@ -78,15 +87,27 @@ class ModelSpec:
             ),
             hidden=tuple(int(h) for h in raw.get("hidden", [])),
             seed=int(raw.get("seed", 0)),
+            standardisation=tuple((float(m), float(sd)) for m, sd in raw.get("standardisation", [])),
         )
 
     def scale(self, features: npt.ArrayLike) -> npt.NDArray[np.float32]:
-        """Map each feature's declared range onto [0, 1] (values outside it were refused by validation)."""
+        """Standardise with the consortium's agreed (mean, std), or map each declared range onto [0, 1]."""
         x = np.asarray(features, dtype=np.float64)
-        lows = np.array([f.min for f in self.features])
-        spans = np.array([f.max - f.min for f in self.features])
-        scaled: npt.NDArray[np.float32] = ((x - lows) / spans).astype(np.float32)
+        if self.standardisation:
+            centres = np.array([mean for mean, _ in self.standardisation])
+            spans = np.array([std for _, std in self.standardisation])
+        else:
+            centres = np.array([f.min for f in self.features])
+            spans = np.array([f.max - f.min for f in self.features])
+        scaled: npt.NDArray[np.float32] = ((x - centres) / spans).astype(np.float32)
         return scaled
+
+    def with_standardisation(self, moments: dict[str, tuple[float, float]]) -> ModelSpec:
+        """This spec standardised with per-feature (mean, std), e.g. a federated `moments` query's result."""
+        missing = [f.name for f in self.features if f.name not in moments]
+        if missing:
+            raise ValueError(f"standardisation: no moments for {missing}")
+        return replace(self, standardisation=tuple(moments[f.name] for f in self.features))
 
     def build(self) -> Any:
         """The initial network every hospital starts from (same seed → same weights everywhere)."""

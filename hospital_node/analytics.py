@@ -72,6 +72,9 @@ def build_query(
             raise QueryError(f"{option}: {name!r} is not a column of the cohort; its columns: {', '.join(ranges)}")
         return ranges[name]
 
+    if kind == "moments":
+        settings.setdefault("columns", tuple(ranges))
+        settings["ranges"] = tuple(range_of(name, "columns") for name in settings["columns"])
     low, high = range_of(column, "column") if column else (0.0, 0.0)
     edges: tuple[float, ...] = ()
     if kind in BINNED_KINDS:
@@ -153,6 +156,14 @@ def local_counts(spec: QuerySpec, records: PatientRecords) -> np.ndarray:
 
 def local_statistic(spec: QuerySpec, records: PatientRecords) -> np.ndarray:
     """The exact statistic vector before noise (layout in federation.analytics), values clipped to the range."""
+    if spec.kind == "moments":
+        scaled = np.column_stack(
+            [
+                (np.clip(_column(records, name, "columns"), low, high) - (low + high) / 2) / ((high - low) / 2)
+                for name, (low, high) in zip(spec.columns, spec.ranges, strict=True)
+            ]
+        )
+        return np.concatenate([scaled.sum(axis=0), (scaled**2).sum(axis=0)])
     strata = _strata(spec, records)
     inside = strata >= 0
     values = np.clip(_column(records, spec.column, "column"), spec.low, spec.high)[inside]

@@ -22,7 +22,7 @@ from fabric_network.contracts.governance import current_members
 from fabric_network.shim import Contract, TransactionContextInterface
 
 QUERY = "query"
-QUERY_KINDS = ("count", "mean", "stddev", "histogram", "quantiles", "table")
+QUERY_KINDS = ("count", "mean", "stddev", "histogram", "quantiles", "table", "moments")
 OUTCOMES = ("answered", "suppressed", "failed")
 HOSPITALS_SCHEMA: dict[str, Any] = {
     "type": "array",

@@ -27,6 +27,7 @@ from federation.analytics import (
     QuerySpec,
     phase_noise,
     released_counts,
+    standardisation_from,
     summarise,
 )
 from federation.layout import node_dir_for
@@ -172,3 +173,27 @@ def test_a_query_that_differs_from_the_registered_one_is_refused_before_anything
     with pytest.raises(RoundDeclined, match="not registered"):
         answer_query(node, QueryRequest(unregistered, PHASE_COUNT))
     assert _spent(synthea_queries) == before
+
+
+def test_moments_give_the_consortium_standardisation_for_a_model(synthea_queries: QueryConsortium) -> None:
+    """One `moments` query: every column's mean and std across the hospitals (DP + HE, charged like any query);
+    the model spec standardises with them instead of one hospital's statistics."""
+    from federation.model_artifact import FeatureRange, ModelSpec
+
+    spec = _registered(synthea_queries, "moments", cohort=ADULTS_COHORT, epsilon=3.0)
+    assert spec.columns == ("age", "sex_female", "bmi") and spec.statistic_sensitivity == pytest.approx(6**0.5)
+    before = _spent(synthea_queries)
+    result = _run(synthea_queries, spec)["result"]
+    moments = standardisation_from(spec, result)
+    pooled = np.concatenate([cohort_records(n, spec).features for n in _nodes(synthea_queries)])
+    for j, column in enumerate(spec.columns):
+        low, high = spec.ranges[j]
+        assert abs(moments[column][0] - pooled[:, j].mean()) < 0.1 * (high - low), (column, moments[column])
+        assert abs(moments[column][1] - pooled[:, j].std()) < 0.15 * (high - low), (column, moments[column])
+    spent = {h: _spent(synthea_queries)[h] - before[h] for h in synthea_queries.hospitals}
+    assert all(e == pytest.approx(3.0, abs=0.02) for e in spent.values()), spent
+    model = ModelSpec(tuple(FeatureRange(c, lo, hi) for c, (lo, hi) in zip(spec.columns, spec.ranges, strict=True)))
+    standardised = model.with_standardisation(moments)
+    assert standardised.sha256 != model.sha256, "the proposal's spec hash covers the agreed statistics"
+    scaled = standardised.scale(pooled)
+    assert np.all(np.abs(scaled.mean(axis=0)) < 0.5) and np.all(np.abs(scaled.std(axis=0) - 1) < 0.5)
