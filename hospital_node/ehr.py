@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -568,9 +569,12 @@ def _stats(name: str, column: np.ndarray, present: np.ndarray, declared: tuple[f
 
 
 def _mask(text: str, mrns: set[str]) -> str:
+    """Hide MRNs, and the whole path component holding one: exporters (Synthea) name a patient's file
+    `<Given>_<Family>_<MRN>.json`, so the name beside the MRN is as identifying. The location keeps the directory,
+    the entry and the resource id, which is how hospital IT finds the record."""
     for mrn in mrns:
         if mrn and mrn in text:
-            text = text.replace(mrn, "<MRN>")
+            text = re.sub(rf"[^/\s]*{re.escape(mrn)}[^/\s]*", "<MRN>", text)
     return text
 
 

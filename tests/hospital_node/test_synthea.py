@@ -46,6 +46,18 @@ def test_node_check_passes_prints_the_funnel_and_flags_leaking_labs(hospitals: d
     assert not [m for m in mrns if m in result.output or m in leaky.stdout], "the check never prints an MRN"
 
 
+def test_problem_lines_name_neither_the_mrn_nor_the_patient(hospitals: dict[str, Path], tmp_path: Path) -> None:
+    """Synthea's file names carry the patient's name beside the MRN: a problem line shows neither."""
+    strict = (SYNTHEA / "diabetes.toml").read_text(encoding="utf-8").replace("min = 12\n", "min = 30\n")
+    (tmp_path / "strict.toml").write_text(strict, encoding="utf-8")
+    report = load_records(hospitals["hospital-a"], DataSchema.from_toml(tmp_path / "strict.toml"))
+    lines = [str(problem) for problem in report.problems]
+    assert lines and all("below the declared minimum 30" in line for line in lines)
+    assert all("<MRN> entry" in line for line in lines), lines[:3]
+    names = {part for path in hospitals["hospital-a"].glob("*.json") for part in path.stem.split("_")}
+    assert not [line for line in lines if any(part in line for part in names)], lines[:3]
+
+
 def test_ndjson_export_gives_the_same_matrix_as_the_bundles(hospitals: dict[str, Path], tmp_path: Path) -> None:
     schema = DataSchema.from_toml(SYNTHEA / "diabetes-leaky.toml")
     from_bundles = load_records(hospitals["hospital-b"], schema).usable_records()
