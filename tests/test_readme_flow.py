@@ -13,6 +13,8 @@ non-zero exit. What it cannot run verbatim, it changes in the open, here:
 - A benchmark (`python bench/…`, `python -m bench.…`) runs for minutes: it is started with `--help` appended,
   which proves the script starts in the form the README writes; it runs in the clone, where bench/ is (the
   workspace copy holds only the demo's `.carefed/` and `runs/`).
+- The copy's node configurations name the copy's data and ledger, not the original's (`node.toml` holds absolute
+  paths), so `carefed query` asks hospitals that read the same ledger it registered the query on.
 - A block right after `<!-- readme-flow: skip (reason) -->` is not run (the Fabric network: tests/fabric runs it).
 """
 
@@ -165,6 +167,8 @@ def test_every_readme_command_block_runs_as_written_after_the_demo(demo_workspac
     workspace.mkdir()
     for name in (".carefed", "runs"):
         shutil.copytree(demo_workspace / name, workspace / name)
+    for node_toml in (workspace / ".carefed" / "nodes").glob("*/node.toml"):  # the demo wrote absolute paths
+        node_toml.write_text(node_toml.read_text().replace(str(demo_workspace), str(workspace)))
     newcomer = Newcomer(workspace)
     newcomer.values = _demo_values(workspace)
     blocks = readme_blocks(README.read_text())

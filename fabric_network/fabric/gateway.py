@@ -64,6 +64,11 @@ class DuplicateTransaction(FabricError):
         return str(self.args[0])
 
 
+class EndorsementMismatch(FabricError):
+    """Endorsing peers returned different results: one of them had not yet committed the latest block (a
+    transaction endorsed right after another committed on a different peer). Transient; endorsed again."""
+
+
 class GatewayUnavailable(FabricError):
     """The peer's gateway could not be reached or timed out."""
 
@@ -268,16 +273,21 @@ class FabricGateway:
             self.identity, channel, self.connection.chaincode, self._args(transaction, args), nonce=nonce
         )
         prepared = Prepared(transaction, proposal.transaction_id, tuple(endorsing_orgs), None)
-        with self._submit_errors(prepared):
-            endorsed = self._gateway.Endorse(
-                gateway_pb2.EndorseRequest(
-                    transaction_id=prepared.transaction_id,
-                    channel_id=channel,
-                    proposed_transaction=proposal.signed,
-                    endorsing_organizations=list(endorsing_orgs),
-                ),
-                timeout=self.timeout_s,
-            )
+        request = gateway_pb2.EndorseRequest(
+            transaction_id=prepared.transaction_id,
+            channel_id=channel,
+            proposed_transaction=proposal.signed,
+            endorsing_organizations=list(endorsing_orgs),
+        )
+        for attempt in range(self.mvcc_retries + 1):
+            try:
+                with self._submit_errors(prepared):
+                    endorsed = self._gateway.Endorse(request, timeout=self.timeout_s)
+                break
+            except EndorsementMismatch:
+                if attempt == self.mvcc_retries:
+                    raise
+                self.backoff(attempt)
         envelope = endorsed.prepared_transaction
         envelope.signature = self.identity.sign(envelope.payload)
         return Prepared(transaction, prepared.transaction_id, prepared.endorsing_orgs, envelope)
@@ -329,6 +339,8 @@ class FabricGateway:
                 "duplicate transaction found" in d.message for d in error_details(exc)
             ):
                 raise DuplicateTransaction(prepared.transaction_id) from exc
+            if "ProposalResponsePayloads do not match" in str(error):
+                raise EndorsementMismatch(str(error)) from exc
             raise error from exc
 
     def commit_status(self, transaction_id: str) -> gateway_pb2.CommitStatusResponse:
