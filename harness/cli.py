@@ -16,6 +16,13 @@ class Dataset(StrEnum):
     synthea = "synthea"
 
 
+class ModelKind(StrEnum):
+    """The consortium's network: logistic regression, or an MLP with the hidden layers `--hidden` gives."""
+
+    logistic = "logistic"
+    mlp = "mlp"
+
+
 def demo(
     hospitals: Annotated[str, typer.Option("--hospitals", help="A count or comma-separated names.")] = "3",
     rounds: Annotated[int, typer.Option("--rounds", min=2, help="Training rounds (≥ 2).")] = 3,
@@ -29,10 +36,38 @@ def demo(
             help="breast-cancer (CSV, the default) or synthea ((pre)diabetes from the FHIR R4 patients in data/).",
         ),
     ] = Dataset.breast_cancer,
+    model: Annotated[
+        ModelKind,
+        typer.Option(
+            "--model",
+            help="The network every hospital trains under DP-SGD and HE: logistic (logistic regression, the "
+            "default) or mlp (ReLU hidden layers of --hidden sizes).",
+        ),
+    ] = ModelKind.logistic,
+    hidden: Annotated[
+        str | None,
+        typer.Option(
+            "--hidden",
+            metavar="SIZES",
+            help="With --model mlp: hidden layer sizes, comma-separated positive integers, input side first "
+            "(e.g. 32,16; default 16).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the federated demo: DP at each hospital, HE aggregation, the ledger — end to end on this machine."""
+    """Run the federated demo: DP at each hospital, HE aggregation, the ledger — end to end on this machine.
+
+    The model is logistic regression unless --model mlp; the baselines it is compared with (centralised, each
+    hospital alone) train the same network.
+    """
     from harness.demo import run_demo
 
     run_demo(
-        hospitals=hospitals, rounds=rounds, state_dir=state_dir, out=out, backend=backend.value, dataset=dataset.value
+        hospitals=hospitals,
+        rounds=rounds,
+        state_dir=state_dir,
+        out=out,
+        backend=backend.value,
+        dataset=dataset.value,
+        model=model.value,
+        hidden=hidden,
     )

@@ -7,6 +7,9 @@ aggregation, then a short run of the same rounds without HE to time the differen
 round, the final AUC beside centralised training and each hospital alone, ε per hospital, round times with and
 without HE, the ledger summary and its verification, the run's approvals, each hospital's credit for the model
 and every privacy charge recomputed from the ledger, and writes `runs/<run-id>/` (model, report, plots).
+
+The model is logistic regression, or with `--model mlp` an MLP of `--hidden` ReLU layers; the run proposal, every
+hospital, the artefact and the baselines it is compared with all use that one network (`ModelSpec.hidden`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,14 @@ TRAINING = {"local-epochs": 2, "learning-rate": 0.2, "batch-size": 32, "delta": 
 # Synthea: ~40 patients per hospital in the cohort, so smaller batches, more epochs and a larger step.
 SYNTHEA_TRAINING = {"local-epochs": 3, "learning-rate": 0.5, "batch-size": 16, "delta": DELTA}
 DATASETS = ("breast-cancer", "synthea")
+MODELS = ("logistic", "mlp")
+#: `--model mlp` without `--hidden`: one hidden layer of 16 ReLU units.
+DEFAULT_MLP_HIDDEN = (16,)
+#: The MLP's Adam step at most (docs/federated.md, "The model"): under DP noise Adam moves every weight by about its
+#: step. At 0.2 a two-round 30→32→16→1 demo came out inverted (AUC 0.16); over 20 two-round runs each its AUC was
+#: 0.58-0.99 (mean 0.88) at 0.2 and 0.78-0.99 (mean 0.94) at 0.1; at 3 rounds, and for 30→16→1, the two are alike.
+MLP_LEARNING_RATE = 0.1
+_HIDDEN_FIX = "give comma-separated positive integers, e.g. --hidden 32,16"
 
 
 #: report.md's caption of each picture the demo writes.
@@ -72,6 +84,71 @@ class Baselines:
     alone_dp: dict[str, float]
 
 
+def hidden_layers(model: str, hidden: str | None = None) -> tuple[int, ...]:
+    """The hidden layer sizes `--model` and `--hidden` ask for: () is logistic regression.
+
+    `hidden` is the option's text ("32,16", input side first); None means not given (the MLP then has
+    DEFAULT_MLP_HIDDEN). A value that names no valid network is refused with the option and the fix.
+    """
+    if model not in MODELS:
+        raise ValueError(f"--model: {model!r} is not one of {', '.join(MODELS)}")
+    if model == "logistic":
+        if hidden is not None:
+            raise ValueError(
+                f"--hidden: logistic regression has no hidden layers; add --model mlp to train an MLP with "
+                f"--hidden {hidden}, or drop --hidden"
+            )
+        return ()
+    if hidden is None:
+        return DEFAULT_MLP_HIDDEN
+    if not hidden.strip():
+        raise ValueError(
+            f"--hidden: no layer sizes given for --model mlp; {_HIDDEN_FIX} (or leave --hidden out for one layer of 16)"
+        )
+    sizes = []
+    for item in hidden.split(","):
+        try:
+            size = int(item.strip())
+        except ValueError:
+            what = "an empty layer size" if not item.strip() else f"{item.strip()!r} is not an integer"
+            raise ValueError(f"--hidden: {what} in {hidden!r}; {_HIDDEN_FIX}") from None
+        if size < 1:
+            raise ValueError(f"--hidden: layer size {size} in {hidden!r} is not positive; {_HIDDEN_FIX}")
+        sizes.append(size)
+    return tuple(sizes)
+
+
+def training_settings(dataset: str, hidden: Sequence[int]) -> dict[str, float]:
+    """The run's local training settings: the dataset's tuned ones, an MLP's Adam step capped at MLP_LEARNING_RATE."""
+    training = SYNTHEA_TRAINING if dataset == "synthea" else TRAINING
+    if hidden:
+        training = {**training, "learning-rate": min(training["learning-rate"], MLP_LEARNING_RATE)}
+    return training
+
+
+def describe_model(n_features: int, hidden: Sequence[int]) -> str:
+    """The network in words, for the console and the report: "logistic regression" or "MLP 30→16→1 (ReLU)"."""
+    if not hidden:
+        return "logistic regression"
+    return f"MLP {'→'.join(str(width) for width in (n_features, *hidden, 1))} (ReLU)"
+
+
+def plain_model(hidden: Sequence[int]) -> Any:
+    """The non-private baseline of the spec's network: standardised logistic regression, or an MLP with the same
+    hidden layers (ReLU, one logistic output), both from scikit-learn."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not hidden:
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    return make_pipeline(
+        StandardScaler(),
+        MLPClassifier(hidden_layer_sizes=tuple(hidden), activation="relu", max_iter=5000, random_state=0),
+    )
+
+
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -79,17 +156,14 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def compute_baselines(data: DemoData, rounds: int, training: dict[str, float] = TRAINING) -> Baselines:
-    """Centralised non-private training, and each hospital alone (non-private, and under the same DP)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    """Centralised non-private training, and each hospital alone (non-private, and under the same DP), all of the
+    network `data.spec` describes (logistic regression or the MLP the federated run trains)."""
     from privacy.budget import PrivacyBudget
     from privacy.dp import DPConfig, PrivateTrainer
     from privacy.model import predict_proba
 
     def plain(x: np.ndarray, y: np.ndarray) -> float:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x, y)
+        model = plain_model(data.spec.hidden).fit(x, y)
         return _auc(data.test_y, model.predict_proba(data.test_x)[:, 1])
 
     central = plain(data.train_x, data.train_y)
@@ -184,14 +258,18 @@ def run_demo(
     backend: str = "embedded",
     console: Console | None = None,
     dataset: str = "breast-cancer",
+    model: str = "logistic",
+    hidden: str | None = None,
 ) -> Path:
-    """Run the whole demo on `dataset` ("breast-cancer" or "synthea"); returns the run directory."""
+    """Run the whole demo on `dataset` ("breast-cancer" or "synthea") with `model` ("logistic" or "mlp" with the
+    `hidden` layer sizes, "32,16"; see `hidden_layers`); returns the run directory."""
     console = console or Console()
     started = time.monotonic()
     if rounds < 2:
         raise ValueError("--rounds: the demo needs at least 2 rounds (patients withdraw after round 1)")
     if dataset not in DATASETS:
         raise ValueError(f"--dataset: {dataset!r} is not one of {', '.join(DATASETS)}")
+    layers = hidden_layers(model, hidden)
     names = hospital_names(hospitals)
     refuse_second_demo(state_dir)
     run_id = opaque_id("run")
@@ -201,15 +279,19 @@ def run_demo(
     console.rule(
         f"[bold]CareFed demo · {dataset} · {len(names)} hospitals · {rounds} rounds · {backend} ledger · {run_id}"
     )
-    training = TRAINING
+    training = training_settings(dataset, layers)
     if dataset == "synthea":
         from harness.synthea_data import build_synthea_data
 
-        training = SYNTHEA_TRAINING
         with console.status("unpacking the Synthea patients and reading each hospital's FHIR Bundles…"):
-            data = build_synthea_data(demo_state / "hospital-data", names)
+            data = build_synthea_data(demo_state / "hospital-data", names, hidden=layers)
     else:
-        data = build_demo_data(demo_state / "hospital-data", names)
+        data = build_demo_data(demo_state / "hospital-data", names, hidden=layers)
+    network = describe_model(len(data.spec.features), data.spec.hidden)
+    console.print(
+        f"model: {network}, the same at every hospital and in the baselines; {training['local-epochs']:g} local "
+        f"epochs per round, Adam at {training['learning-rate']:g}, batches of {training['batch-size']:g}"
+    )
     if data.funnels:
         console.print(_funnel_table(data.funnels))
     table = Table(title=data.title)
@@ -358,6 +440,8 @@ def run_demo(
     summary = {
         "run_id": run_id,
         "dataset": dataset,
+        "model": network,
+        "hidden": list(data.spec.hidden),
         "funnels": data.funnels,
         "hospitals": names,
         "rounds": he_rounds,
@@ -585,7 +669,7 @@ def _write_report(run_dir: Path, s: dict[str, Any], plots: list[Path]) -> None:
     lines = [
         f"# CareFed federated run {s['run_id']} ({s['dataset']})",
         "",
-        f"Hospitals: {', '.join(s['hospitals'])}. Model: logistic regression, DP-SGD at each hospital "
+        f"Hospitals: {', '.join(s['hospitals'])}. Model: {s['model']}, DP-SGD at each hospital "
         f"(target ε = {TARGET_EPSILON:g}, δ = {DELTA:g}), CKKS aggregation (the aggregator holds no secret key).",
         "",
         *(funnel_lines if funnels else []),

@@ -97,8 +97,12 @@ def build_demo_data(
     seed: int = 0,
     no_consent_share: float = 0.05,
     withdraw_share: float = 0.04,
+    hidden: tuple[int, ...] = (),
 ) -> DemoData:
-    """Write the hospitals' CSVs and the shared schema under `out_dir`; return what the demo needs to know."""
+    """Write the hospitals' CSVs and the shared schema under `out_dir`; return what the demo needs to know.
+
+    `hidden`: the model's hidden layer sizes (() = logistic regression), carried by the spec the run proposes.
+    """
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
 
@@ -110,7 +114,9 @@ def build_demo_data(
     # Declared plausible ranges: a margin around what this population shows (the consortium's published schema).
     lows = np.floor(x.min(axis=0) * 0.8 * 1000) / 1000
     highs = np.ceil(x.max(axis=0) * 1.25 * 1000) / 1000
-    spec = ModelSpec(tuple(FeatureRange(n, float(lo), float(hi)) for n, lo, hi in zip(names, lows, highs, strict=True)))
+    spec = ModelSpec(
+        tuple(FeatureRange(n, float(lo), float(hi)) for n, lo, hi in zip(names, lows, highs, strict=True)), hidden
+    )
     schema = {
         "mrn_column": MRN_COLUMN,
         "label_column": LABEL_COLUMN,

@@ -44,20 +44,23 @@ def _unpack(archive: Path, train_dir: Path, eval_dir: Path, seed: int) -> None:
     shutil.rmtree(staging)
 
 
-def spec_for(schema: DataSchema) -> ModelSpec:
-    """The consortium's model: the schema's columns scaled by their declared ranges, logistic regression."""
+def spec_for(schema: DataSchema, hidden: tuple[int, ...] = ()) -> ModelSpec:
+    """The consortium's model: the schema's columns scaled by their declared ranges; logistic regression, or an
+    MLP with `hidden` layers."""
     units = [rule.unit for rule in schema.features for _ in rule.columns]
     ranges = schema.column_ranges()
     return ModelSpec(
         tuple(
             FeatureRange(name, low, high, unit)
             for name, (low, high), unit in zip(schema.feature_names, ranges, units, strict=True)
-        )
+        ),
+        hidden,
     )
 
 
-def build_synthea_data(out_dir: Path, hospitals: list[str], seed: int = 0) -> DemoData:
-    """Unpack each hospital's patients under `out_dir`, read them through the schema; what the demo needs."""
+def build_synthea_data(out_dir: Path, hospitals: list[str], seed: int = 0, hidden: tuple[int, ...] = ()) -> DemoData:
+    """Unpack each hospital's patients under `out_dir`, read them through the schema; what the demo needs
+    (`hidden`: the model's hidden layer sizes, () = logistic regression)."""
     archives = sorted(SYNTHEA_DIR.glob("hospital-*.tar.xz"))
     if len(hospitals) > len(archives):
         raise ValueError(
@@ -100,7 +103,7 @@ def build_synthea_data(out_dir: Path, hospitals: list[str], seed: int = 0) -> De
     bounds = np.cumsum([0, *(len(y) for y in train_y)])
     return DemoData(
         schema=SCHEMA,
-        spec=spec_for(schema),
+        spec=spec_for(schema, hidden),
         hospitals=tuple(result),
         train_x=np.concatenate(train_x),
         train_y=np.concatenate(train_y),
