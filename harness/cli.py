@@ -53,6 +53,16 @@ def demo(
             "(e.g. 32,16; default 16).",
         ),
     ] = None,
+    standardise: Annotated[
+        float,
+        typer.Option(
+            "--standardise",
+            min=0.0,
+            metavar="EPSILON",
+            help="Standardise features by the consortium's DP means and stds (a federated moments query costing "
+            "each hospital this ε, docs/analytics.md) instead of the declared ranges; 0 (the default) = ranges.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the federated demo: DP at each hospital, HE aggregation, the ledger — end to end on this machine.
 
@@ -70,4 +80,5 @@ def demo(
         dataset=dataset.value,
         model=model.value,
         hidden=hidden,
+        standardise=standardise,
     )

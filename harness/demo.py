@@ -19,7 +19,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from harness.local_consortium import (
     stop_fabric_network,
     withdraw_consents,
 )
+from harness.standardisation import agree_standardisation
 from hospital_node.config import DEFAULT_PURPOSE
 from hospital_node.pseudonyms import PseudonymTable
 
@@ -260,6 +261,7 @@ def run_demo(
     dataset: str = "breast-cancer",
     model: str = "logistic",
     hidden: str | None = None,
+    standardise: float = 0.0,
 ) -> Path:
     """Run the whole demo on `dataset` ("breast-cancer" or "synthea") with `model` ("logistic" or "mlp" with the
     `hidden` layer sizes, "32,16"; see `hidden_layers`); returns the run directory."""
@@ -308,7 +310,14 @@ def run_demo(
         )
     console.print(table)
     plans = [
-        HospitalPlan(h.name, h.train_data, data.schema, h.consenting, 2 * TARGET_EPSILON + 0.5, eval_data=h.eval_data)
+        HospitalPlan(
+            h.name,
+            h.train_data,
+            data.schema,
+            h.consenting,
+            2 * TARGET_EPSILON + 0.5 + standardise,
+            eval_data=h.eval_data,
+        )
         for h in data.hospitals
     ]
     try:
@@ -329,6 +338,18 @@ def run_demo(
             with console.status("starting SuperLink, SuperNodes and node workers (TLS)…"):
                 consortium.start()
             console.print("[green]✓[/] SuperLink and SuperNodes running")
+            if standardise > 0:
+                with console.status(
+                    f"agreeing on feature standardisation (a federated moments query, ε={standardise})…"
+                ):
+                    spec, agreed = agree_standardisation(
+                        consortium, data.schema, data.spec, standardise, DEFAULT_PURPOSE
+                    )
+                data = replace(data, spec=spec)
+                console.print(
+                    f"[green]✓[/] features standardised by the consortium's DP means and stds "
+                    f"(query {agreed['query_id']}, ε={standardise:g} per hospital)"
+                )
             common = {"spec": data.spec, "epsilon": TARGET_EPSILON, "min_participants": max(1, len(names) - 1)}
             he_run = _run_with_progress(
                 console,

@@ -125,3 +125,17 @@ def test_compliance_reports_show_the_query_its_charges_and_the_release(
     assert budget["recompute_summary"]["understated"] == 0, "each phase's ε is what the contract recomputes"
     released = [d for d in disclosures["disclosures"] if d["description"].startswith("query.release of query:")]
     assert f"query.release of query:{answered['query_id']} (success)" in [d["description"] for d in released]
+
+
+def test_the_consortium_agrees_on_standardisation_through_flower(running: LocalConsortium) -> None:
+    from federation.model_artifact import FeatureRange, ModelSpec
+    from harness.standardisation import agree_standardisation
+
+    spec = ModelSpec((FeatureRange("age", 18, 90), FeatureRange("sex_female", 0, 1), FeatureRange("bmi", 12, 70)))
+    standardised, results = agree_standardisation(running, ADULTS_COHORT, spec, epsilon=2.0, purpose="HRESCH")
+    assert results["status"] == "answered" and results["aggregator_denied"] == []
+    (age_mean, age_std), (female_mean, _), (bmi_mean, bmi_std) = standardised.standardisation
+    assert 30 < age_mean < 70 and 5 < age_std < 36
+    assert 0 < female_mean < 1
+    assert 15 < bmi_mean < 45 and bmi_std >= 0.05 * (70 - 12)
+    assert standardised.sha256 != spec.sha256
