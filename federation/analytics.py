@@ -39,6 +39,9 @@ PHASE_STATISTIC = "statistic"
 PHASE_DECRYPT = "decrypt"
 STATUS_SUPPRESSED = "suppressed"
 DEFAULT_QUANTILES = (0.25, 0.5, 0.75)
+#: Above ε ≈ 21 the accountant's smallest noise multiplier (0.3) is reached, so a larger ε would be charged less
+#: than it says; and at ε = 20 a count's noise is already below one patient.
+MAX_QUERY_EPSILON = 20.0
 
 
 class QueryError(ValueError):
@@ -93,8 +96,8 @@ class QuerySpec:
             found.append(f"kind: must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not self.cohort.strip():
             found.append("cohort: the cohort's schema TOML is empty")
-        if not (math.isfinite(self.epsilon) and 0 < self.epsilon <= 100):
-            found.append(f"epsilon: must be in (0, 100], got {self.epsilon!r}")
+        if not (math.isfinite(self.epsilon) and 0 < self.epsilon <= MAX_QUERY_EPSILON):
+            found.append(f"epsilon: must be in (0, {MAX_QUERY_EPSILON:g}], got {self.epsilon!r}")
         if not 0 < self.delta <= 0.01:
             found.append(f"delta: must be in (0, 0.01], got {self.delta!r}")
         if self.min_count < 0:

@@ -23,6 +23,7 @@ from federation.analytics import (
     PHASE_COUNT,
     PHASE_DECRYPT,
     PHASE_STATISTIC,
+    QueryError,
     QueryRequest,
     QuerySpec,
     phase_noise,
@@ -37,7 +38,7 @@ from hospital_node.config import NodeConfig
 from hospital_node.training import RoundDeclined, secret_context
 from privacy.he import PublicContext, aggregate, decrypt, encrypt
 from privacy.queries import add_noise, from_limbs, phase_epsilons, to_limbs
-from tests.analytics.conftest import QueryConsortium
+from tests.analytics.conftest import EPSILON_LIMIT, QueryConsortium
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -197,3 +198,21 @@ def test_moments_give_the_consortium_standardisation_for_a_model(synthea_queries
     assert standardised.sha256 != model.sha256, "the proposal's spec hash covers the agreed statistics"
     scaled = standardised.scale(pooled)
     assert np.all(np.abs(scaled.mean(axis=0)) < 0.5) and np.all(np.abs(scaled.std(axis=0) - 1) < 0.5)
+
+
+def test_a_query_past_the_budget_is_declined_with_the_usual_message_and_charges_nothing(
+    synthea_queries: QueryConsortium,
+) -> None:
+    with pytest.raises(QueryError, match=r"epsilon: must be in \(0, 20\]"):
+        build_query("count", ALIVE_COHORT, purpose="HRESCH", epsilon=90.0)
+    spec = _registered(synthea_queries, "count", epsilon=1.0)
+    before = _spent(synthea_queries)
+    with open_ledger(state_dir=synthea_queries.state, org="consortium") as ledger:
+        limit = "PrivacyBudgetContract:set_budget_limit"
+        ledger.submit(limit, "HospitalAMSP", "HRESCH", before["hospital-a"] + 0.5)
+        try:
+            with pytest.raises(RoundDeclined, match=r"privacy budget exhausted for hospital-a \(HRESCH\).*raise the"):
+                answer_query(_nodes(synthea_queries)[0], QueryRequest(spec, PHASE_COUNT))
+        finally:
+            ledger.submit(limit, "HospitalAMSP", "HRESCH", EPSILON_LIMIT)
+    assert _spent(synthea_queries) == before
