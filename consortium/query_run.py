@@ -33,6 +33,7 @@ from federation.analytics import (
     QueryRequest,
     QuerySpec,
     phase_noise,
+    registration_problem,
     result_sha256,
     summarise,
 )
@@ -142,10 +143,9 @@ class FederatedQuery:
             record = self.ledger.evaluate("AnalyticsContract:read_query", spec.query_id)
         except LedgerError as exc:
             raise QueryFailed(f"query {spec.query_id} is not registered on the ledger ({exc})") from exc
-        if record["query_sha256"] != spec.sha256:
-            raise QueryFailed(f"query {spec.query_id}: the settings differ from the query registered on the ledger")
-        if record["status"] != "registered":
-            raise QueryFailed(f"query {spec.query_id} is closed on the ledger ({record['status']})")
+        problem = registration_problem(spec, record)
+        if problem is not None:
+            raise QueryFailed(problem)
 
     def run(self) -> None:
         s, spec = self.settings, self.settings.spec

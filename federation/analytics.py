@@ -235,6 +235,19 @@ def phase_noise(spec: QuerySpec) -> tuple[PhaseNoise, PhaseNoise]:
     return PhaseNoise(count_z, 1.0), PhaseNoise(statistic_z, spec.statistic_sensitivity)
 
 
+def registration_problem(spec: QuerySpec, record: dict[str, Any], msp_id: str = "") -> str | None:
+    """Why the ledger's record of a query forbids running it as `spec` says (None when it allows it): the
+    aggregator and every hospital (`msp_id`: which must be asked) apply this one rule before anything is sent
+    or charged."""
+    if record["query_sha256"] != spec.sha256:
+        return f"query {spec.query_id} differs from the one registered on the ledger"
+    if record["status"] != "registered":
+        return f"query {spec.query_id} is closed on the ledger ({record['status']})"
+    if msp_id and msp_id not in record["hospitals"]:
+        return f"query {spec.query_id} does not ask {msp_id}"
+    return None
+
+
 def released_counts(spec: QuerySpec, noisy: np.ndarray) -> list[float | None]:
     """The small-cell rule on the consortium's noisy counts: a stratum below `min_count` is withheld (None)."""
     return [float(n) if n >= spec.min_count else None for n in noisy]

@@ -33,6 +33,7 @@ from federation.analytics import (
     Strata,
     bin_index,
     phase_noise,
+    registration_problem,
     released_counts,
 )
 from federation.messages import STATUS_DECLINED, STATUS_OK
@@ -189,12 +190,9 @@ def _require_registered(ledger: Ledger, spec: QuerySpec) -> None:
         record = ledger.evaluate("AnalyticsContract:read_query", spec.query_id)
     except LedgerError as exc:
         raise RoundDeclined(f"query {spec.query_id} is not registered on the ledger ({exc}); not answering") from exc
-    if record["query_sha256"] != spec.sha256:
-        raise RoundDeclined(f"query {spec.query_id} differs from the one registered on the ledger; not answering")
-    if record["status"] != "registered":
-        raise RoundDeclined(f"query {spec.query_id} is closed on the ledger ({record['status']}); not answering")
-    if ledger.msp_id not in record["hospitals"]:
-        raise RoundDeclined(f"query {spec.query_id} does not ask {ledger.msp_id}; not answering")
+    problem = registration_problem(spec, record, ledger.msp_id)
+    if problem is not None:
+        raise RoundDeclined(f"{problem}; not answering")
 
 
 def _consented(node: NodeConfig, spec: QuerySpec, ledger: Ledger, table: PseudonymTable, phase: str) -> PatientRecords:
