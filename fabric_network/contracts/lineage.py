@@ -135,6 +135,20 @@ UPDATE_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Why a run ended, as a code: free text stays off the chain (the aggregator's results file has the details).
+END_REASONS = ("completed", "too-few-hospitals", "too-few-updates", "resume-impossible")
+
+END_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["status", "rounds_completed", "reason"],
+    "properties": {
+        "status": {"type": "string", "enum": ["completed", "failed"]},
+        "rounds_completed": {"type": "integer", "minimum": 0, "maximum": MAX_ROUNDS},
+        "reason": {"type": "string", "enum": list(END_REASONS)},
+    },
+}
+
 MODEL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -250,6 +264,30 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         run.update(status="started", started_at=c.tx_time(ctx))
         await c.put_json(ctx, c.key(ctx, RUN, run_id), run)
         c.emit(ctx, "RunStarted", {"run_id": run_id, "tx_id": c.tx_id(ctx)})
+        return run
+
+    async def end_run(self, ctx: TransactionContextInterface, run_id: str, outcome: str) -> dict[str, Any]:
+        """End a started run (consortium): ``completed`` after its last round, else ``failed`` with a reason code.
+
+        Once ended, no hospital can vouch for an update and no round can be recorded: a run that crashed and could
+        not be resumed is closed for good, so nobody trains (and spends ε) in it again.
+        """
+        c.require_consortium(ctx)
+        c.record_id("run_id", run_id)
+        parsed = c.json_argument("outcome", outcome, END_SCHEMA)
+        run = await self._run(ctx, run_id)
+        if run["status"] != "started":
+            raise c.ContractError(f"run_id: the run is {run['status']}, not started")
+        completed, planned = parsed["rounds_completed"], run.get("rounds", MAX_ROUNDS)
+        if completed > planned:
+            raise c.ContractError(f"outcome.rounds_completed: the run has {planned} rounds")
+        if (parsed["status"] == "completed") != (parsed["reason"] == "completed"):
+            raise c.ContractError("outcome.reason: 'completed' goes with status completed, and only with it")
+        if parsed["status"] == "completed" and "rounds" in run and completed != planned:
+            raise c.ContractError(f"outcome.rounds_completed: a completed run ran all {planned} rounds")
+        run.update(status=parsed["status"], ended_at=c.tx_time(ctx), end=parsed)
+        await c.put_json(ctx, c.key(ctx, RUN, run_id), run)
+        c.emit(ctx, "RunEnded", {"run_id": run_id, **parsed, "tx_id": c.tx_id(ctx)})
         return run
 
     async def run_approval(self, ctx: TransactionContextInterface, run_id: str) -> dict[str, Any]:

@@ -127,3 +127,49 @@ def test_model_hash_must_match_its_round(consortium: Ledger, run_with_snapshots,
 
 def test_only_the_consortium_records_lineage(hospital_a: Ledger, governed, refused: Callable[..., str]) -> None:
     assert "caller" in refused(hospital_a, "LineageContract:register_run", new_id("run"), RUN_SPEC)
+
+
+def test_an_ended_run_takes_no_more_updates_or_rounds(
+    consortium: Ledger, hospital_a: Ledger, run_with_snapshots, refused: Callable[..., str]
+) -> None:
+    """A run that failed (e.g. its aggregator crashed and could not resume) is closed: nobody spends ε in it."""
+    run_id, snapshots = run_with_snapshots
+    end = "LineageContract:end_run"
+    first = _round(1, snapshots, run_id)
+    consortium.submit("LineageContract:record_round", run_id, first)
+    assert "outcome.reason" in refused(
+        consortium, end, run_id, {"status": "failed", "rounds_completed": 1, "reason": "completed"}
+    )
+    assert "outcome.reason" in refused(
+        consortium, end, run_id, {"status": "failed", "rounds_completed": 1, "reason": "lost it"}
+    )
+    assert "outcome.status" in refused(
+        consortium, end, run_id, {"status": "paused", "rounds_completed": 1, "reason": "completed"}
+    )
+    assert "caller" in refused(
+        hospital_a, end, run_id, {"status": "failed", "rounds_completed": 1, "reason": "resume-impossible"}
+    )
+    assert consortium.evaluate("LineageContract:read_run", run_id)["status"] == "started"  # refusals change nothing
+    ended = consortium.submit(
+        end, run_id, {"status": "failed", "rounds_completed": 1, "reason": "resume-impossible"}
+    ).result
+    assert ended["status"] == "failed" and ended["end"]["rounds_completed"] == 1
+    assert "the run is failed, not started" in refused(
+        consortium, "LineageContract:record_round", run_id, {**first, "round": 2}
+    )
+    ledger, snapshot = snapshots["HospitalAMSP"]
+    assert "the run is failed" in refused(
+        ledger,
+        "LineageContract:record_update",
+        run_id,
+        {
+            "round": 2,
+            "update_sha256": _sha("late"),
+            "consent_snapshot_id": snapshot["snapshot_id"],
+            "consent_snapshot_root": snapshot["root"],
+            "charge_tx_id": "0" * 64,
+        },
+    )
+    assert "not started" in refused(
+        consortium, end, run_id, {"status": "completed", "rounds_completed": 1, "reason": "completed"}
+    )
