@@ -12,6 +12,13 @@ Governance: the run must be proposed on the ledger beforehand (`run_proposal`, `
 and approved by a majority of its hospitals; the ServerApp's first act is `start_run`, which the contract refuses
 (naming who has not approved) otherwise — then nothing is sent to any hospital. Each update must match the hash
 its hospital recorded on the ledger before sending it (`record_update`); one that does not is set aside.
+
+Crash recovery: after every round the aggregator checkpoints the rounds and the encrypted aggregate
+(`consortium.checkpoint`). If the SuperLink or this process dies, the run is started again with `resume = true`:
+the aggregator checks the checkpoint against the ledger and continues with the round that was interrupted (the
+hospitals that had already trained it send the update they recorded, charging no ε again: see
+`hospital_node.training`), or, if the checkpoint cannot be trusted, ends the run as failed on the ledger
+(`LineageContract:end_run`) so that nobody trains in it again. A run ends on the ledger either way.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, MessageType
 from flwr.serverapp import Grid, ServerApp
 
+from consortium.checkpoint import CheckpointError, RunCheckpoint
 from consortium.keys import KeyGuard, forbid_secret_reads, he_parameters, public_context_path
 from consortium.messaging import PULL_INTERVAL_S, exchange, wait_for_nodes
 from consortium.registry import ModelRegistry
@@ -55,6 +63,7 @@ class RunSettings:
     ledger_backend: str
     model_name: str
     hold_after_round: int
+    resume: bool
     training: RoundRequest
 
     @property
@@ -94,6 +103,7 @@ class RunSettings:
             ledger_backend=str(config["ledger-backend"]),
             model_name=str(config["model-name"]),
             hold_after_round=int(config["hold-after-round"]),
+            resume=bool(config.get("resume", False)),
             training=training,
         )
 
@@ -202,8 +212,17 @@ class FederatedRun:
         if differing:
             self.status = f"refused to start: the settings differ from the proposal on the ledger in {differing}"
             return False
-        if run["status"] == "started":  # a restarted ServerApp of the same run
-            return True
+        if run["status"] == "started":
+            if s.resume:
+                return True
+            self.status = (
+                f"refused to start: run {s.run_id} was started already; if its aggregator stopped, resume it "
+                "(run config resume = true) instead of training its rounds again"
+            )
+            return False
+        if run["status"] != "proposed":
+            self.status = f"refused to start: run {s.run_id} has ended ({run['status']})"
+            return False
         try:
             self.ledger.submit("LineageContract:start_run", s.run_id, idempotency_key=f"start:{s.run_id}")
         except ContractRejected as exc:
@@ -223,6 +242,52 @@ class FederatedRun:
         if record["update_sha256"] != digest:
             return f"the update's SHA-256 differs from the one {msp} recorded on the ledger for round {round_number}"
         return None
+
+    def _end_run(self, status: str, reason: str) -> None:
+        """Close the run on the ledger (after every queued round and model record: the outbox keeps order)."""
+        outcome = {"status": status, "rounds_completed": len(self.rounds), "reason": reason}
+        self._submit(
+            "LineageContract:end_run", self.settings.run_id, json.dumps(outcome), key=f"end:{self.settings.run_id}"
+        )
+
+    def _restore(self) -> bytes | None:
+        """Continue from the checkpoint (its rounds, the aggregate to send next); None ends the run as failed.
+
+        The checkpoint must agree with the ledger: every round the ledger recorded for this run must be in the
+        checkpoint with the same aggregate. Lineage still queued in the outbox from before the crash is delivered
+        first, so the ledger is read as complete as it can be.
+        """
+        s = self.settings
+        self.outbox.flush(timeout_s=60)
+        try:
+            checkpoint = RunCheckpoint.load(s.state_dir, s.run_id)
+            recorded = {int(r["round"]): r for r in self.ledger.evaluate("LineageContract:list_rounds", s.run_id)}
+            if checkpoint is None and recorded:
+                raise CheckpointError(f"the ledger has rounds {sorted(recorded)} but no checkpoint is on disk")
+            kept = {int(r["round"]): r for r in checkpoint.rounds} if checkpoint else {}
+            for number, record in recorded.items():
+                if number not in kept or kept[number]["aggregate_sha256"] != record.get("aggregate_sha256"):
+                    raise CheckpointError(f"round {number} on the ledger is not the checkpoint's round {number}")
+        except (CheckpointError, LedgerError) as exc:
+            self.status = f"failed: cannot resume run {s.run_id}: {exc}"
+            self.events.append(self.status)
+            self._end_run("failed", "resume-impossible")
+            return None
+        if checkpoint is None:
+            self.events.append(f"resuming run {s.run_id} from round 1 (no round had completed)")
+            return b""
+        self.rounds = [RoundLog(**r) for r in checkpoint.rounds]
+        for log in self.rounds:  # rounds recorded before the crash: their model is known, not to be recorded again
+            log.model_sha256 = str(recorded.get(log.round, {}).get("model_sha256", log.model_sha256))
+        self.events.append(
+            f"resuming run {s.run_id} after round {checkpoint.last_round} (checkpoint matches the ledger)"
+        )
+        return checkpoint.aggregate
+
+    def _checkpoint(self, aggregate: bytes) -> None:
+        RunCheckpoint(self.settings.run_id, tuple(asdict(log) for log in self.rounds), aggregate).save(
+            self.settings.state_dir
+        )
 
     def _record_round(self, log: RoundLog) -> None:
         self._submit(
@@ -305,10 +370,13 @@ class FederatedRun:
         if not self._start_run():
             self.events.append(self.status)
             return
+        restored = self._restore() if s.resume else b""
+        if restored is None:
+            return
+        aggregate = restored
         joined = self._wait_for_nodes()
         self.events.append(f"{len(joined)} of {len(s.hospitals)} hospitals connected")
-        aggregate = b""
-        for round_number in range(1, s.rounds + 1):
+        for round_number in range(len(self.rounds) + 1, s.rounds + 1):
             started = time.perf_counter()
             log = RoundLog(round_number)
             asked = [n for n in sorted(self.grid.get_node_ids()) if n not in self.retired]
@@ -317,6 +385,7 @@ class FederatedRun:
                     f"stopped before round {round_number}: {len(asked)} hospitals available, "
                     f"minimum {s.min_participants}"
                 )
+                reason = "too-few-hospitals"
                 break
             replies = self._exchange(asked, MessageType.TRAIN, s.request(round_number, aggregate).to_config())
             usable = self._classify(log, asked, replies)
@@ -325,6 +394,7 @@ class FederatedRun:
                 self.status = (
                     f"stopped in round {round_number}: {len(usable)} usable updates, minimum {s.min_participants}"
                 )
+                reason = "too-few-updates"
                 break
             updates = [bytes(u.pop("update")) for u in usable]
             aggregate_started = time.perf_counter()
@@ -335,13 +405,15 @@ class FederatedRun:
             log.participants = usable
             log.round_s = time.perf_counter() - started
             self.rounds.append(log)
+            self._checkpoint(aggregate)
             self._write_results()
             if round_number == s.hold_after_round and round_number < s.rounds:
                 self._hold(round_number)
         else:
-            self.status = "completed"
+            self.status, reason = "completed", "completed"
         if self.rounds:
             self._finish(aggregate)
+        self._end_run("completed" if reason == "completed" else "failed", reason)
         self._write_results()
 
     def _hold(self, round_number: int) -> None:
@@ -403,6 +475,7 @@ class FederatedRun:
                     "participants": [p["hospital"] for p in log.participants],
                     "declined": log.declined,
                     "dropped": log.dropped,
+                    "replayed": [p["hospital"] for p in log.participants if p.get("replayed")],
                     "epsilon_run": {p["hospital"]: p["epsilon-run"] for p in log.participants},
                     "epsilon_round": {p["hospital"]: p["epsilon-round"] for p in log.participants},
                     "consent_roots": {p["hospital"]: p["consent-snapshot-root"] for p in log.participants},

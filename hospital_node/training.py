@@ -4,11 +4,19 @@ Order matters and follows docs/design.md's data flow: decrypt the previous globa
 data and validate it; select the consented patients (fail closed) and commit their snapshot; plan the round's
 DP noise and ε; charge the ε on the ledger *before* the first step (a refused charge trains nothing); train
 with DP-SGD; encrypt the sample-weighted update. The reply carries only ciphertext, hashes, ε and timings.
+
+A round is released once. The reply is kept on the node's disk before its hash is vouched for on the ledger, so
+when a crashed aggregator resumes the run and asks for the same round again (from the same global model), the
+hospital sends the very update it released, charging nothing; fresh noise on the same data would be a second
+release of ε. A round whose ε was charged but whose reply was not kept (the node stopped mid-training) is
+declined, never trained twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +132,10 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
     with ledger, PseudonymTable(node.pseudonym_table) as table:
         reply["msp-id"] = ledger.msp_id
         _require_approved(ledger, request)
+        charges = _run_charges(ledger, request)
+        kept = _kept_reply(ledger, node, request, charges)
+        if kept is not None:
+            return {**reply, **kept}
         model = request.spec.build()
         previous = decode_global_model(node, request)
         if previous is not None:
@@ -145,7 +157,7 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
             learning_rate=request.learning_rate,
         )
         cohort = selection.records
-        accountant = accountant_of_charges(_run_charges(ledger, request))
+        accountant = accountant_of_charges([c for c in charges if c["round"] < request.round])
         try:
             rounds_left = request.rounds - request.round + 1
             plan, accountant = plan_round(config, len(cohort), rounds_left, accountant)
@@ -169,25 +181,26 @@ def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
         payload = encode_update(node, request, vector, len(cohort))
         update_sha256 = hashlib.sha256(payload).hexdigest()
         encrypt_s = time.perf_counter() - encrypt_started
-        _vouch_for_update(ledger, node, request, selection, update_sha256, charge_tx_id, reply.get("auc"))
-    reply.update(
-        {
-            "status": STATUS_OK,
-            "update": payload,
-            "update-sha256": update_sha256,
-            "consent-snapshot-id": selection.snapshot_id,
-            "consent-snapshot-root": selection.snapshot_root,
-            "consent-excluded": selection.excluded,
-            "num-examples": len(cohort),
-            "epsilon-round": plan.epsilon,
-            "epsilon-run": accountant.epsilon(plan.delta),
-            "noise-multiplier": plan.noise_multiplier,
-            "train-loss": result.mean_loss,
-            "train-s": train_s,
-            "encrypt-s": encrypt_s,
-        }
-    )
-    return reply
+        vouched = _update_record(request, selection, update_sha256, charge_tx_id, reply.get("auc"))
+        reply.update(
+            {
+                "status": STATUS_OK,
+                "update-sha256": update_sha256,
+                "consent-snapshot-id": selection.snapshot_id,
+                "consent-snapshot-root": selection.snapshot_root,
+                "consent-excluded": selection.excluded,
+                "num-examples": len(cohort),
+                "epsilon-round": plan.epsilon,
+                "epsilon-run": accountant.epsilon(plan.delta),
+                "noise-multiplier": plan.noise_multiplier,
+                "train-loss": result.mean_loss,
+                "train-s": train_s,
+                "encrypt-s": encrypt_s,
+            }
+        )
+        _keep_reply(node, request, reply, payload, vouched)
+        _vouch_for_update(ledger, node, request, vouched)
+    return {**reply, "update": payload}
 
 
 def _require_approved(ledger: Ledger, request: RoundRequest) -> None:
@@ -206,16 +219,10 @@ def _require_approved(ledger: Ledger, request: RoundRequest) -> None:
         raise RoundDeclined(str(exc), permanent=True) from exc
 
 
-def _vouch_for_update(
-    ledger: Ledger,
-    node: NodeConfig,
-    request: RoundRequest,
-    selection: Any,
-    update_sha256: str,
-    charge_tx_id: str,
-    auc: float | None,
-) -> None:
-    """Record the update's hash, consent snapshot and ε charge on the ledger as this hospital, before sending it.
+def _update_record(
+    request: RoundRequest, selection: Any, update_sha256: str, charge_tx_id: str, auc: float | None
+) -> dict[str, Any]:
+    """What the hospital vouches for on the ledger: the update's hash, consent snapshot and ε charge.
 
     `auc` is the previous global model's AUC on the hospital's own held-out data, which the hospital reports to
     the aggregator anyway; on the ledger it feeds the contributor credit.
@@ -229,6 +236,11 @@ def _vouch_for_update(
     }
     if auc is not None:
         update["metrics"] = {"global_auc": auc}
+    return update
+
+
+def _vouch_for_update(ledger: Ledger, node: NodeConfig, request: RoundRequest, update: dict[str, Any]) -> None:
+    """Record the update on the ledger as this hospital, before sending it."""
     try:
         ledger.submit(
             "LineageContract:record_update",
@@ -262,12 +274,70 @@ def evaluate_final(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:
 
 
 def _run_charges(ledger: Ledger, request: RoundRequest) -> list[dict[str, Any]]:
-    """This hospital's earlier charges of the run: the history its accountant continues (fail closed)."""
+    """This hospital's charges of the run so far: the history its accountant continues (fail closed)."""
     try:
         charges = ledger.evaluate("PrivacyBudgetContract:list_budget_charges", ledger.msp_id, request.purpose)
     except LedgerError as exc:
         raise RoundDeclined(f"privacy charges unreadable on the ledger ({exc}); not training (fail closed)") from exc
-    return [c for c in charges if c["run_id"] == request.run_id and c["round"] < request.round]
+    return [c for c in charges if c["run_id"] == request.run_id]
+
+
+def _kept_paths(node: NodeConfig, request: RoundRequest) -> tuple[Path, Path]:
+    """The kept reply of a round (JSON) and its update (the ciphertext)."""
+    stem = node.node_dir / "rounds" / request.run_id / f"{request.round:06d}"
+    return stem.with_suffix(".json"), stem.with_suffix(".update")
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+def _keep_reply(
+    node: NodeConfig, request: RoundRequest, reply: dict[str, Any], payload: bytes, vouched: dict[str, Any]
+) -> None:
+    """Keep the round's reply (and the global model it was trained from) before it is vouched for and sent."""
+    reply_path, update_path = _kept_paths(node, request)
+    reply_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_durably(update_path, payload)
+    kept = {"from_aggregate_sha256": hashlib.sha256(request.aggregate).hexdigest(), "reply": reply, "vouched": vouched}
+    _write_durably(reply_path, json.dumps(kept).encode())
+
+
+def _kept_reply(
+    ledger: Ledger, node: NodeConfig, request: RoundRequest, charges: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The reply this hospital released for the round already (vouched for on the ledger if it was not yet), or
+    None if it has not trained the round; RoundDeclined if training it now would release the round twice."""
+    reply_path, update_path = _kept_paths(node, request)
+    where = f"round {request.round} of run {request.run_id}"
+    if not reply_path.exists():
+        if any(c["round"] == request.round for c in charges):
+            raise RoundDeclined(
+                f"ε for {where} was charged already but no update was kept (the node stopped mid-round); "
+                "not training the round twice"
+            )
+        return None
+    try:
+        kept = json.loads(reply_path.read_text(encoding="utf-8"))
+        payload = update_path.read_bytes()
+        reply, vouched = dict(kept["reply"]), dict(kept["vouched"])
+        unchanged = hashlib.sha256(payload).hexdigest() == reply["update-sha256"] == vouched["update_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RoundDeclined(f"the kept update of {where} is unreadable ({exc}); not training the round twice") from exc
+    if not unchanged:
+        raise RoundDeclined(f"the kept update of {where} was altered on disk; not sending it or training again")
+    if kept["from_aggregate_sha256"] != hashlib.sha256(request.aggregate).hexdigest():
+        raise RoundDeclined(f"{where} was trained from a different global model; not training it twice")
+    try:
+        ledger.evaluate("LineageContract:read_update", request.run_id, str(request.round), ledger.msp_id)
+    except LedgerError:  # kept but not yet vouched for when the node or the aggregator stopped
+        _vouch_for_update(ledger, node, request, vouched)
+    return {**reply, "update": payload, "replayed": True}
 
 
 @dataclass(frozen=True)

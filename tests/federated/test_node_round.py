@@ -313,3 +313,67 @@ def test_propose_then_approve_and_reject_from_the_command_line(small_consortium:
     with open_ledger(state_dir=small_consortium.state, org="consortium") as ledger:
         approval = ledger.evaluate("LineageContract:run_approval", run_id)
     assert (approval["approved"], approval["rejected"]) == (["HospitalAMSP"], ["HospitalBMSP"])
+
+
+def _charges(state: Path, msp: str, run_id: str) -> list[dict[str, Any]]:
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        charges = ledger.evaluate("PrivacyBudgetContract:list_budget_charges", msp, "HRESCH")
+    return [c for c in charges if c["run_id"] == run_id]
+
+
+def test_a_round_asked_again_is_resent_never_trained_twice(small_consortium: Any) -> None:
+    """A resumed aggregator asks for a round the hospital already released: the same bytes, no second ε charge;
+    from another global model, or with ε charged but nothing kept, the hospital declines instead of retraining."""
+    state = small_consortium.state
+    node = NodeConfig.load(node_dir_for(state, "hospital-a"))
+    request = _request(small_consortium)
+    first = train_round(node, request)
+    again = train_round(node, request)
+    assert again["replayed"] is True and "replayed" not in first
+    assert bytes(again["update"]) == bytes(first["update"]) and again["update-sha256"] == first["update-sha256"]
+    assert len(_charges(state, "HospitalAMSP", request.run_id)) == 1, "the repeat charged nothing"
+    with pytest.raises(RoundDeclined, match="trained from a different global model"):
+        train_round(node, replace(request, aggregate=b"another model"))
+    kept = node.node_dir / "rounds" / request.run_id / "000001.update"
+    kept.write_bytes(kept.read_bytes()[:-1] + b"\0")
+    with pytest.raises(RoundDeclined, match="altered on disk"):
+        train_round(node, request)
+    for path in kept.parent.iterdir():
+        path.unlink()
+    with pytest.raises(RoundDeclined, match="charged already but no update was kept"):
+        train_round(node, request)
+    assert len(_charges(state, "HospitalAMSP", request.run_id)) == 1
+
+
+def test_a_run_whose_checkpoint_is_damaged_ends_failed_on_the_ledger(small_consortium: Any, tmp_path: Path) -> None:
+    """Resuming from a checkpoint that does not match what round 1 produced would train from the wrong model:
+    the aggregator ends the run as failed on the ledger instead, and no hospital trains in it again."""
+    from consortium.checkpoint import RunCheckpoint, checkpoint_dir
+    from consortium.keys import KeyGuard
+    from consortium.proposals import run_settings
+    from consortium.server_app import FederatedRun
+
+    state = small_consortium.state
+    config, settings = _registered_run(small_consortium, tmp_path, APPROVED)
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        ledger.submit("LineageContract:start_run", settings.run_id)
+    round_one = {"round": 1, "aggregate_sha256": "0" * 64, "participants": [], "model_sha256": ""}
+    RunCheckpoint(settings.run_id, (round_one,), b"ciphertext").save(state)
+    not_resumed = FederatedRun(None, run_settings(config), KeyGuard())  # type: ignore[arg-type]
+    not_resumed.run()
+    not_resumed.close()
+    assert "was started already; if its aggregator stopped, resume it" in not_resumed.status
+    server = FederatedRun(None, run_settings({**config, "resume": True}), KeyGuard())  # type: ignore[arg-type]
+    try:
+        server.run()
+    finally:
+        server.close()
+    assert server.status.startswith(f"failed: cannot resume run {settings.run_id}: the aggregate on disk")
+    assert (checkpoint_dir(state, settings.run_id) / "aggregate.bin").read_bytes() == b"ciphertext", "kept as found"
+    with open_ledger(state_dir=state, org="consortium") as ledger:
+        run = ledger.evaluate("LineageContract:read_run", settings.run_id)
+    assert run["status"] == "failed" and run["end"]["reason"] == "resume-impossible"
+    node = NodeConfig.load(node_dir_for(state, "hospital-a"))
+    reply = train_round_reply(node, settings.request(1, b""))
+    assert reply["status"] == "declined" and reply["permanent"], "nobody trains in an ended run"
+    assert _charges(state, "HospitalAMSP", settings.run_id) == []
