@@ -126,7 +126,10 @@ class RoundLog:
     model_sha256: str = ""
     auc: float | None = None
 
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self, hospitals: tuple[str, ...]) -> dict[str, Any]:
+        """The round as the ledger records it; every hospital of the run that did not contribute is `dropped`
+        (also one whose node never answered, so the aggregator never learnt its name)."""
+        contributed = {p["hospital"] for p in self.participants}
         record: dict[str, Any] = {
             "round": self.round,
             "participants": [
@@ -140,7 +143,7 @@ class RoundLog:
                 }
                 for p in self.participants
             ],
-            "dropped": sorted({msp_id_for(h) for h in [*self.declined, *self.dropped] if not h.startswith("node-")}),
+            "dropped": sorted(msp_id_for(h) for h in hospitals if h not in contributed),
             "aggregate_sha256": self.aggregate_sha256,
             "model_sha256": self.model_sha256,
             "duration_s": round(self.round_s, 3),
@@ -293,7 +296,7 @@ class FederatedRun:
         self._submit(
             "LineageContract:record_round",
             self.settings.run_id,
-            json.dumps(log.lineage()),
+            json.dumps(log.lineage(self.settings.hospitals)),
             key=f"round:{self.settings.run_id}:{log.round}",
         )
 

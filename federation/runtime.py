@@ -124,9 +124,10 @@ class FlowerRuntime:
             self.others[name] = process
         return process
 
-    def start_superlink(self, timeout_s: float = 60.0) -> str:
-        """Start the SuperLink on a free port, wait for its health endpoint, write the CLI connection."""
-        self.superlink_port = free_port()
+    def start_superlink(self, timeout_s: float = 60.0, port: int | None = None) -> str:
+        """Start the SuperLink on `port` (default: a free one), wait for its health endpoint, write the CLI
+        connection."""
+        self.superlink_port = port or free_port()
         argv = [
             _flower_binary("flower-superlink"),
             "--host",
@@ -134,6 +135,10 @@ class FlowerRuntime:
             "--port",
             str(self.superlink_port),
             "--disable-runtime-dependency-installation",
+            # A database file, not Flower's in-memory default: the SuperNodes' registrations survive a SuperLink
+            # restart, so after a crash they carry on with the same node ids and a resumed run finds them.
+            "--database",
+            str(self.home / "superlink.db"),
         ]
         if self.tls is None:
             argv.append("--insecure")
@@ -150,6 +155,46 @@ class FlowerRuntime:
         self._write_connection()
         self._wait_healthy(timeout_s)
         return self.address
+
+    def kill_superlink(self) -> None:
+        """SIGKILL the SuperLink process alone, as a crash would: its app processes are left behind."""
+        assert self._superlink is not None, "no SuperLink was started"
+        self._superlink.kill()
+        self._superlink.wait()
+
+    def restart_superlink(self, timeout_s: float = 60.0) -> list[int]:
+        """After the SuperLink died: stop what it left running, start it again on its port; the pids stopped.
+
+        The SuperNodes keep retrying the same address, so they reconnect on their own. What the dead SuperLink
+        started (its SuperExec, a ServerApp still polling it) is found by this deployment's `FLWR_HOME` in the
+        process environment — its parent is gone, so no process tree leads there any more — and killed, so no
+        orphan of the old run keeps working on the state directory next to the resumed one.
+        """
+        if self._superlink is not None and self._superlink.poll() is None:
+            raise RuntimeFailure("the SuperLink is still running")
+        orphans = self._orphans()
+        for orphan in orphans:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                orphan.kill()
+        psutil.wait_procs(orphans, timeout=10)
+        self.start_superlink(timeout_s, port=self.superlink_port)
+        return [orphan.pid for orphan in orphans]
+
+    def _orphans(self) -> list[psutil.Process]:
+        """Live processes of this deployment (its `FLWR_HOME`) that no live process of ours leads to."""
+        live = [
+            p for p in (*self.supernodes.values(), *self.others.values(), self._superlink) if p and p.poll() is None
+        ]
+        ours = {p.pid for p in live}
+        for process in live:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                ours |= {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+        found = []
+        for candidate in psutil.process_iter():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                if candidate.pid not in ours and candidate.environ().get("FLWR_HOME") == str(self.home):
+                    found.append(candidate)
+        return found
 
     def _write_connection(self) -> None:
         connection: dict[str, Any] = {"address": self.address}

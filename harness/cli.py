@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -82,3 +82,38 @@ def demo(
         hidden=hidden,
         standardise=standardise,
     )
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run whose aggregator stopped mid-run.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Resume a run on this machine after a crash: start the consortium's processes again and continue the run.
+
+    The aggregator continues after the last round it checkpointed, if the checkpoint matches the ledger (hospitals
+    resend updates they already released, charging no ε again); otherwise it ends the run as failed on the ledger.
+    """
+    from rich.console import Console
+
+    from harness.local_consortium import resume_local_run
+
+    console = Console()
+    try:
+        report = resume_local_run(
+            state_dir, run_id, lambda results: console.print(_progress_line(results)) if results["rounds"] else None
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="RUN / --state-dir") from None
+    results = report.results
+    console.print(f"run {run_id}: {results['status']} after {len(results['rounds'])} rounds ({report.wall_s:.0f} s)")
+    for event in results["events"]:
+        console.print(f"  {event}")
+    if results["status"] != "completed":
+        raise typer.Exit(code=1)
+
+
+def _progress_line(results: dict[str, Any]) -> str:
+    last = results["rounds"][-1]
+    replayed = f", resent: {', '.join(last['replayed'])}" if last.get("replayed") else ""
+    dropped = f", dropped: {', '.join(last['dropped'])}" if last["dropped"] else ""
+    return f"round {last['round']}: {', '.join(last['participants'])}{replayed}{dropped} — {results['status']}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -211,6 +212,10 @@ class LocalConsortium:
         """Simulate a hospital crashing mid-run (SIGKILL: no deregistration)."""
         self.runtime.stop_supernode(hospital, signal.SIGKILL)
 
+    def worker(self, hospital: str) -> subprocess.Popen[bytes]:
+        """The hospital's node worker process (the one that trains)."""
+        return self.runtime.others[f"worker-{hospital}"]
+
     def run(
         self,
         request: RunRequest,
@@ -218,10 +223,19 @@ class LocalConsortium:
         timeout_s: float = 1800.0,
     ) -> RunReport:
         """Submit a run, report progress after each round, wait for it to finish, return its results."""
-        results_path = self.state_dir / "runs" / f"{request.run_id}.json"
+        started = time.monotonic()
+        flower_run = self.submit(request)
+        return self.follow(request.run_id, flower_run, on_progress, timeout_s, started)
+
+    def submit(self, request: RunRequest) -> int:
+        """Propose the run, let the hospitals vote, start it through Flower; the Flower run id (`follow` it).
+
+        The run config is kept beside the results (`runs/<run-id>.run-config.json`) so that `resume` can start
+        the same run again after a crash.
+        """
+        results_path = self._results_path(request.run_id)
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.unlink(missing_ok=True)
-        resume_path = results_path.with_suffix(".resume")
         config = {
             **self._app_config(results_path, request.min_participants, request.round_timeout_s),
             "run-id": request.run_id,
@@ -233,8 +247,36 @@ class LocalConsortium:
             **request.extra,
         }
         self.propose(request.run_id, config, request.votes)
+        _run_config_path(self.state_dir, request.run_id).write_text(json.dumps(config), encoding="utf-8")
+        return self.runtime.submit(PROJECT_DIR, config)
+
+    def resume(
+        self,
+        run_id: str,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 1800.0,
+    ) -> RunReport:
+        """Start a run whose aggregator stopped (crash, kill, reboot) again with `resume = true`: it continues
+        after the last round it checkpointed, or ends the run as failed on the ledger (consortium.server_app)."""
+        config = {**saved_run_config(self.state_dir, run_id), "resume": True, "hold-after-round": 0}
         started = time.monotonic()
-        run_id = self.runtime.submit(PROJECT_DIR, config)
+        return self.follow(run_id, self.runtime.submit(PROJECT_DIR, config), on_progress, timeout_s, started)
+
+    def _results_path(self, run_id: str) -> Path:
+        return self.state_dir / "runs" / f"{run_id}.json"
+
+    def follow(
+        self,
+        run_id: str,
+        flower_run: int,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 1800.0,
+        started: float | None = None,
+    ) -> RunReport:
+        """Report the run's progress after each round (releasing a hold), wait for it to end, return its results."""
+        results_path = self._results_path(run_id)
+        resume_path = results_path.with_suffix(".resume")
+        started = time.monotonic() if started is None else started
         seen = ""
 
         def poll() -> None:
@@ -251,11 +293,11 @@ class LocalConsortium:
             if results.get("status", "").startswith("holding"):
                 resume_path.touch()
 
-        outcome = self.runtime.wait_for_run(run_id, timeout_s, poll_s=0.5, on_poll=poll)
+        outcome = self.runtime.wait_for_run(flower_run, timeout_s, poll_s=0.5, on_poll=poll)
         poll()
         if not results_path.exists():
             raise RuntimeFailure(
-                f"run {request.run_id} wrote no results ({outcome.status}: {outcome.details}); "
+                f"run {run_id} wrote no results ({outcome.status}: {outcome.details}); "
                 f"see {self.runtime.log_path('superlink')}"
             )
         results = json.loads(results_path.read_text(encoding="utf-8"))
@@ -303,3 +345,28 @@ class LocalConsortium:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def resume_local_run(
+    state_dir: Path, run_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> RunReport:
+    """`carefed consortium resume`: start this machine's consortium (workers, SuperLink, SuperNodes) from its state
+    directory again and resume the run; FileNotFoundError if the run was never started from there."""
+    config = saved_run_config(state_dir.resolve(), run_id)
+    hospitals = [h for h in str(config["hospitals"]).split(",") if h]
+    with LocalConsortium(state_dir, hospitals, backend=str(config["ledger-backend"])) as consortium:
+        consortium.start()
+        return consortium.resume(run_id, on_progress)
+
+
+def _run_config_path(state_dir: Path, run_id: str) -> Path:
+    return state_dir / "runs" / f"{run_id}.run-config.json"
+
+
+def saved_run_config(state_dir: Path, run_id: str) -> dict[str, Any]:
+    """The run config a run was submitted with from this state directory (FileNotFoundError if none was)."""
+    path = _run_config_path(state_dir, run_id)
+    if not path.exists():
+        raise FileNotFoundError(f"no run {run_id} was started from {state_dir} ({path} is missing)")
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return config

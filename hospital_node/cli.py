@@ -274,7 +274,8 @@ def start(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
 
     node = NodeConfig.load(_node_dir(state_dir, hospital))
     with FlowerRuntime(node.node_dir / "flwr") as runtime:
-        worker = runtime.spawn("worker", [sys.executable, "-m", "hospital_node.worker", str(node.node_dir)])
+        worker_argv = [sys.executable, "-m", "hospital_node.worker", str(node.node_dir)]
+        worker = runtime.spawn("worker", worker_argv)
         runtime.start_supernode(
             hospital,
             {"hospital": hospital, "node-dir": str(node.node_dir)},
@@ -286,9 +287,13 @@ def start(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
         if heartbeat is not None:
             heartbeat.start("idle")
         try:
-            while worker.poll() is None and runtime.supernodes[hospital].poll() is None:
+            while runtime.supernodes[hospital].poll() is None:
+                if worker.poll() is not None:  # a crashed worker costs the hospital one round, not the node
+                    typer.echo(f"worker exited with code {worker.returncode}; restarting it", err=True)
+                    time.sleep(5)
+                    worker = runtime.spawn("worker", worker_argv)
                 time.sleep(1)
-            typer.echo("a node process exited; see the logs", err=True)
+            typer.echo("the SuperNode exited; see the logs", err=True)
             if heartbeat is not None:
                 heartbeat.stop("failed")
             raise typer.Exit(code=1)

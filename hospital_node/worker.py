@@ -125,6 +125,8 @@ def serve(node_dir: Path) -> None:
                 continue
             with connection:
                 task, config = connection.recv()
+                # Which round it works on: operators (and the crash tests) read this line in the worker's log.
+                log.info("task %s started: run %s round %s", task, config.get("run-id"), config.get("round"))
                 try:
                     connection.send((True, run_task(node_dir, task, config)))
                 except Exception as exc:  # the ClientApp turns this into an error reply to the aggregator

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -75,30 +81,21 @@ def test_a_header_without_records_is_an_error(tmp_path: Path) -> None:
     assert "OK" not in result.output
 
 
-def test_init_then_preflight_names_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
+def _initialised_node(tmp_path: Path) -> Path:
+    """`carefed node init` of hospital-a with two valid records and a SuperLink nobody serves; the state dir."""
     (tmp_path / "s.toml").write_text(SCHEMA)
     (tmp_path / "d.csv").write_text("mrn,y,x\nM1,1,2\nM2,0,3\n")
     state = tmp_path / "state"
-    runner = CliRunner()
-    init = runner.invoke(
-        app,
-        [
-            "node",
-            "init",
-            "--hospital",
-            "hospital-a",
-            "--data",
-            str(tmp_path / "d.csv"),
-            "--schema",
-            str(tmp_path / "s.toml"),
-            "--superlink",
-            "127.0.0.1:9",
-            "--insecure",
-            "--state-dir",
-            str(state),
-        ],
-    )
+    data = ["--data", str(tmp_path / "d.csv"), "--schema", str(tmp_path / "s.toml")]
+    where = ["--superlink", "127.0.0.1:9", "--insecure", "--state-dir", str(state)]
+    init = CliRunner().invoke(app, ["node", "init", "--hospital", "hospital-a", *data, *where])
     assert init.exit_code == 0, init.output
+    return state
+
+
+def test_init_then_preflight_names_what_is_missing_and_how_to_fix_it(tmp_path: Path) -> None:
+    state = _initialised_node(tmp_path)
+    runner = CliRunner()
     assert (
         (state / "nodes" / "hospital-a" / "keys" / "supernode-auth.pub").read_text().startswith("ecdsa-sha2-nistp256")
     )
@@ -115,3 +112,51 @@ def test_init_then_preflight_names_what_is_missing_and_how_to_fix_it(tmp_path: P
         line = next(line for line in output.splitlines() if row in line)
         assert "FAIL" in line and fix in line
     assert any("data" in line and "pass" in line for line in output.splitlines())
+
+
+def _workers(parent: psutil.Process) -> list[psutil.Process]:
+    """The live node workers under `parent` (a killed one is a zombie until reaped: not counted)."""
+    found = []
+    for child in parent.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "hospital_node.worker" in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s:.0f} s: {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_node_start_restarts_a_killed_worker_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    """A worker killed mid-run costs its hospital one round, not the node: `node start` starts a new one. Ctrl-C
+    then stops the worker and the SuperNode (nothing left running)."""
+    state = _initialised_node(tmp_path)
+    stderr = tmp_path / "node-start.err"
+    with stderr.open("wb") as errors:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "carefed", "node", "start", "--hospital", "hospital-a", "--state-dir", str(state)],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+    try:
+        parent = psutil.Process(node.pid)
+        _wait_until(lambda: len(_workers(parent)) == 1, "the worker starts")
+        first = _workers(parent)[0]
+        first.kill()
+        _wait_until(lambda: [w.pid for w in _workers(parent)] not in ([], [first.pid]), "a new worker starts")
+        assert "worker exited with code -9; restarting it" in stderr.read_text()
+        everything = [parent, *parent.children(recursive=True)]
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=60)
+        _, alive = psutil.wait_procs(everything, timeout=30)
+        assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+    finally:
+        if node.poll() is None:
+            node.kill()
