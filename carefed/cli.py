@@ -9,6 +9,8 @@ argument, a ledger that is not there) into one ``error:`` line and exit code 1 i
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Annotated, Any
 
 import click
@@ -85,6 +87,14 @@ def main(
     """CareFed: DP training at each hospital, HE aggregation, a consortium ledger."""
     ctx.meta["carefed.verbose"] = verbose
     configure_logging(level_for(verbose, quiet), log_format)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (systemd's stop, `kill`) ends a command the way Ctrl-C does: through its cleanup, so a node or a
+    SuperLink stops the processes it started instead of leaving them orphaned."""
+    raise KeyboardInterrupt
 
 
 app.command("demo")(demo)

@@ -49,3 +49,33 @@ def test_close_stops_an_app_started_in_a_session_of_its_own(tmp_path: Path) -> N
     while _running(app_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(app_pid), "an app in its own session outlived the deployment"
+
+
+def test_sigterm_stops_the_superlink_command_and_everything_it_started(tmp_path: Path) -> None:
+    """systemd stops a service with SIGTERM: `carefed consortium superlink` must then stop its SuperLink and the
+    SuperExec that one started, not leave them orphaned."""
+    import signal
+    import subprocess
+
+    output = tmp_path / "superlink.out"
+    with output.open("wb") as sink:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "carefed", "consortium", "superlink", "--insecure", "--state-dir", str(tmp_path)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while b"SuperLink on" not in output.read_bytes():
+            assert command.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, "the SuperLink never came up"
+            time.sleep(0.2)
+        started = psutil.Process(command.pid).children(recursive=True)
+        assert started, "the command runs the SuperLink as a child process"
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=60) == 0, output.read_text()
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert [p.pid for p in alive if _running(p.pid)] == [], "left running after SIGTERM"
+    finally:
+        if command.poll() is None:
+            command.kill()

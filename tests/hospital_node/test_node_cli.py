@@ -134,9 +134,10 @@ def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 180
 
 
 @pytest.mark.timeout(600)
-def test_node_start_restarts_a_killed_worker_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_node_start_restarts_a_killed_worker_and_stops_everything(tmp_path: Path, stop: signal.Signals) -> None:
     """A worker killed mid-run costs its hospital one round, not the node: `node start` starts a new one. Ctrl-C
-    then stops the worker and the SuperNode (nothing left running)."""
+    or SIGTERM (how systemd stops a service) then stops the worker and the SuperNode (nothing left running)."""
     state = _initialised_node(tmp_path)
     stderr = tmp_path / "node-start.err"
     with stderr.open("wb") as errors:
@@ -153,7 +154,7 @@ def test_node_start_restarts_a_killed_worker_and_stops_everything_on_ctrl_c(tmp_
         _wait_until(lambda: [w.pid for w in _workers(parent)] not in ([], [first.pid]), "a new worker starts")
         assert "worker exited with code -9; restarting it" in stderr.read_text()
         everything = [parent, *parent.children(recursive=True)]
-        node.send_signal(signal.SIGINT)
+        node.send_signal(stop)
         node.wait(timeout=60)
         _, alive = psutil.wait_procs(everything, timeout=30)
         assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
