@@ -4,55 +4,81 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, StateDir
 
 consortium_app = typer.Typer(help="Run the consortium's SuperLink and training runs.", no_args_is_help=True)
+#: `carefed keys ceremony` plays every organisation on one machine, so harness/cli.py defines it (carefed/cli.py).
 keys_app = typer.Typer(help="CKKS key ceremony for the hospitals and the aggregator.", no_args_is_help=True)
-
-
-@keys_app.command("ceremony")
-def ceremony(
-    hospitals: Annotated[str, typer.Option("--hospitals", help="A count (3) or comma-separated hospital names.")],
-    state_dir: StateDir = DEFAULT_STATE_DIR,
-) -> None:
-    """Create the consortium's CKKS key: secret context per hospital, public context for the aggregator."""
-    from consortium.keys import run_ceremony
-    from fabric_network.identities import IdentityError, hospital_names
-
-    try:
-        names = hospital_names(hospitals)
-    except IdentityError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--hospitals") from exc
-    result = run_ceremony(state_dir, names)
-    console = Console()
-    console.print(f"public context (aggregator): {result.public_context}")
-    for name, path in result.secret_contexts.items():
-        console.print(f"secret context ({name}, mode 0600): {path}")
-    console.print(f"key fingerprint {result.fingerprint}; parameters {result.parameters}")
 
 
 @consortium_app.command("superlink")
 def superlink(
     state_dir: StateDir = DEFAULT_STATE_DIR,
-    insecure: Annotated[bool, typer.Option(help="Plain HTTP (local experiments only).")] = False,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on: 0.0.0.0 serves hospitals on other machines.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the Fleet, Control and Runtime APIs.")] = 9092,
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            help="A DNS name or IP address the hospitals use to reach this SuperLink (repeatable); the TLS "
+            "certificate names it (loopback is always named).",
+        ),
+    ] = None,
+    supernode_auth: Annotated[
+        bool,
+        typer.Option(help="Accept only SuperNodes whose public key was registered (`consortium register-node`)."),
+    ] = True,
+    insecure: Annotated[
+        bool, typer.Option(help="Plain HTTP, no SuperNode authentication (local experiments).")
+    ] = False,
 ) -> None:
-    """Start the consortium's SuperLink (TLS with the consortium CA) and keep it running until Ctrl-C."""
+    """Start the consortium's SuperLink (TLS with the consortium CA) and keep it running until Ctrl-C or SIGTERM."""
     import time
 
     from federation.runtime import FlowerRuntime
     from federation.tls import ensure_superlink_tls
 
-    tls = None if insecure else ensure_superlink_tls(state_dir.resolve() / "consortium" / "tls")
-    with FlowerRuntime(state_dir.resolve() / "flwr", tls=tls) as runtime:
-        address = runtime.start_superlink()
-        typer.echo(f"SuperLink on {address}" + ("" if tls is None else f"; hospitals need CA {tls.ca_cert}"))
+    tls = None if insecure else ensure_superlink_tls(state_dir.resolve() / "consortium" / "tls", tuple(san or ()))
+    runtime = FlowerRuntime(
+        state_dir.resolve() / "flwr", tls=tls, superlink_host=host, supernode_auth=supernode_auth and not insecure
+    )
+    with runtime:
+        address = runtime.start_superlink(port=port)
+        typer.echo(
+            f"SuperLink on {host}:{port} (this machine: {address})"
+            + ("" if tls is None else f"; hospitals need CA {tls.ca_cert}")
+            + ("; SuperNode authentication on" if runtime.supernode_auth else "")
+        )
         try:
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
             typer.echo("stopping")
+
+
+@consortium_app.command("register-node")
+def register_node(
+    public_key: Annotated[
+        Path, typer.Argument(metavar="PUBLIC_KEY", help="The hospital's SuperNode key (keys/supernode-auth.pub).")
+    ],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Let a hospital's SuperNode connect to the running SuperLink (SuperNode authentication)."""
+    from federation.runtime import CONNECTION_NAME, FlowerRuntime
+
+    home = state_dir.resolve() / "flwr"
+    if not (home / "config.toml").exists():
+        raise typer.BadParameter(f"no SuperLink was started from {state_dir}: run `carefed consortium superlink`")
+    if not public_key.is_file() or not public_key.read_text(errors="replace").startswith("ecdsa-sha2-nistp"):
+        raise typer.BadParameter(
+            f"{public_key} is not an OpenSSH EC public key (the node's keys/supernode-auth.pub)",
+            param_hint="PUBLIC_KEY",
+        )
+    FlowerRuntime(home).register_supernode(public_key.resolve())
+    typer.echo(f"registered {public_key} with the SuperLink ({CONNECTION_NAME} connection in {home})")
 
 
 @consortium_app.command("propose")

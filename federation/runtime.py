@@ -83,6 +83,8 @@ class FlowerRuntime:
     tls: SuperLinkTls | None = None
     env_overrides: dict[str, str] = field(default_factory=dict)
     superlink_port: int = 0
+    superlink_host: str = "127.0.0.1"  # "0.0.0.0" to serve hospitals on other machines
+    supernode_auth: bool = False  # only SuperNodes whose public key was registered may connect (needs TLS)
     supernodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     others: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _superlink: subprocess.Popen[bytes] | None = None
@@ -93,7 +95,9 @@ class FlowerRuntime:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.superlink_port}"
+        """Where this machine reaches the SuperLink (loopback when it listens on every interface)."""
+        host = "127.0.0.1" if self.superlink_host in ("0.0.0.0", "::") else self.superlink_host
+        return f"{host}:{self.superlink_port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -131,7 +135,7 @@ class FlowerRuntime:
         argv = [
             _flower_binary("flower-superlink"),
             "--host",
-            "127.0.0.1",
+            self.superlink_host,
             "--port",
             str(self.superlink_port),
             "--disable-runtime-dependency-installation",
@@ -151,6 +155,10 @@ class FlowerRuntime:
                 "--ssl-keyfile",
                 str(self.tls.server_key),
             ]
+        if self.supernode_auth:
+            if self.tls is None:
+                raise RuntimeFailure("SuperNode authentication needs TLS: start the SuperLink with certificates")
+            argv.append("--enable-supernode-auth")
         self._superlink = self.spawn("superlink", argv)
         self._write_connection()
         self._wait_healthy(timeout_s)
@@ -225,6 +233,12 @@ class FlowerRuntime:
             time.sleep(0.3)
         raise RuntimeFailure(f"SuperLink not healthy after {timeout_s:.0f} s; see {self.log_path('superlink')}")
 
+    def register_supernode(self, public_key: Path) -> None:
+        """Allow the SuperNode holding this OpenSSH EC public key to connect (`flwr supernode register`)."""
+        reply = self._flwr("supernode", "register", str(public_key), CONNECTION_NAME)
+        if not reply.get("success"):
+            raise RuntimeFailure(f"the SuperLink refused to register {public_key}: {reply}")
+
     def start_supernode(
         self,
         name: str,
@@ -232,11 +246,13 @@ class FlowerRuntime:
         *,
         superlink: str | None = None,
         root_certificates: Path | None = None,
+        auth_key: Path | None = None,
     ) -> None:
         """Start a hospital's SuperNode (its own local runtime port) connected to a SuperLink.
 
         By default it connects to this deployment's SuperLink with its CA; a hospital's own node passes the
-        consortium's address and CA certificate (None = insecure, local experiments only).
+        consortium's address and CA certificate (None = insecure, local experiments only). `auth_key` is the
+        node's private key for SuperNode authentication (its public half registered at the SuperLink).
         """
         address = superlink or self.address
         ca = root_certificates if superlink else (self.tls.ca_cert if self.tls else None)
@@ -250,6 +266,8 @@ class FlowerRuntime:
             _node_config_arg(node_config),
         ]
         argv += ["--insecure"] if ca is None else ["--root-certificates", str(ca)]
+        if auth_key is not None:
+            argv += ["--auth-supernode-private-key", str(auth_key)]
         self.supernodes[name] = self.spawn(f"supernode-{name}", argv)
 
     def wait_for_log_line(

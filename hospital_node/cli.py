@@ -59,9 +59,10 @@ def init(
     insecure: Annotated[bool, typer.Option(help="Connect without TLS (local experiments only).")] = False,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Create the node's configuration file, key directory, SuperNode key pair and pseudonym table."""
+    """Create the node's configuration file, key directory, SuperNode and HE transport key pairs, pseudonym table."""
     from fabric_network.identities import IdentityError, hospital_names
     from hospital_node.config import NodeConfig
+    from hospital_node.he_keys import ensure_transport_key
     from hospital_node.pseudonyms import PseudonymTable
 
     try:
@@ -89,10 +90,12 @@ def init(
     node.keys_dir.mkdir(parents=True, exist_ok=True)
     node.keys_dir.chmod(0o700)
     auth_key = _write_supernode_auth_key(node.keys_dir)
+    transport_key = ensure_transport_key(node.keys_dir)
     PseudonymTable(node.pseudonym_table).close()
     typer.echo(f"wrote {config_path}")
     typer.echo(f"SuperNode key pair {auth_key} (+ .pub: register it with `flwr supernode register`)")
-    typer.echo(f"next: `carefed keys ceremony --hospitals …`, then `carefed node check --hospital {hospital}`")
+    typer.echo(f"HE transport key {transport_key}: publish it to the hospital that creates the consortium's HE key")
+    typer.echo(f"next: `carefed node he-key create|accept …`, then `carefed node check --hospital {hospital}`")
 
 
 @dataclass
@@ -186,7 +189,10 @@ def _preflight(hospital: str, state_dir: Path) -> list[_Check]:
     secret = node.he_secret_context
     checks.append(
         _Check(
-            "CKKS secret key", secret.exists(), str(secret), f"carefed keys ceremony --hospitals … (incl. {hospital})"
+            "CKKS secret key",
+            secret.exists(),
+            str(secret),
+            f"carefed node he-key accept SEALED --hospital {hospital} (one machine: carefed keys ceremony)",
         )
     )
     checks.append(
@@ -281,6 +287,8 @@ def start(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
             {"hospital": hospital, "node-dir": str(node.node_dir)},
             superlink=node.superlink,
             root_certificates=None if node.insecure else node.root_certificates,
+            # SuperNode authentication (TLS only): the consortium registered this key's public half.
+            auth_key=None if node.insecure or not node.supernode_auth_key.exists() else node.supernode_auth_key,
         )
         typer.echo(f"{hospital}: SuperNode → {node.superlink}; logs in {runtime.home / 'logs'}")
         heartbeat = Heartbeat.from_environment(__version__)  # the service's nodes page; None without a service
@@ -422,4 +430,89 @@ def forget(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
         f"erased at {erasure.hospital}: the MRN no longer resolves to a pseudonym; erasure on the ledger in "
         f"transaction {erasure.tx_id} (block {erasure.block_number}"
         + (", recorded by an earlier attempt)" if erasure.repeated else ")")
+    )
+
+
+he_key_app = typer.Typer(
+    help="The consortium's CKKS key: draw it and seal it to the other hospitals, or accept the one sealed to you.",
+    no_args_is_help=True,
+)
+node_app.add_typer(he_key_app, name="he-key")
+Replace = Annotated[
+    bool, typer.Option("--replace", help="Rotate: replace the key this hospital holds (a new key for a new run).")
+]
+
+
+@he_key_app.command("create")
+def he_key_create(
+    hospital: Hospital,
+    key_id: Annotated[str, typer.Option("--key-id", help="A new id for the key, e.g. he-2026-12 (a new key per run).")],
+    recipients: Annotated[str, typer.Option("--recipients", help="The other hospitals, comma-separated.")],
+    recipient_keys: Annotated[
+        Path, typer.Option("--recipient-keys", help="Directory of the recipients' transport keys, <hospital>.pub each.")
+    ],
+    outbox: Annotated[
+        Path | None,
+        typer.Option("--outbox", help="Where the public context and sealed keys go [<node>/he-outbox/KEY]."),
+    ] = None,
+    replace: Replace = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Draw the consortium's CKKS key, record it on the ledger, keep it, and seal it to each recipient."""
+    from fabric_network.identities import IdentityError, hospital_names
+    from fabric_network.ledger import open_ledger
+    from federation.key_transport import check_key_id, load_public_key
+    from hospital_node.config import NodeConfig
+    from hospital_node.he_keys import create_key
+
+    node = NodeConfig.load(_node_dir(state_dir, hospital))
+    check_key_id(key_id)
+    try:
+        if recipients.strip().isdigit():
+            raise IdentityError("--recipients: name the other hospitals, e.g. hospital-b,hospital-c (not a count)")
+        names = hospital_names(recipients)
+    except IdentityError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--recipients") from exc
+    public_keys = {}
+    for name in names:
+        path = recipient_keys / f"{name}.pub"
+        if not path.is_file():
+            raise typer.BadParameter(
+                f"no {path}: {name} runs `carefed node init` and sends its keys/he-transport.pub (saved as {name}.pub)",
+                param_hint="--recipient-keys",
+            )
+        public_keys[name] = load_public_key(path.read_bytes(), str(path))
+    target = outbox if outbox is not None else node.node_dir / "he-outbox" / key_id
+    with open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=hospital) as ledger:
+        created = create_key(ledger, node.keys_dir, hospital, key_id, public_keys, target, replace=replace)
+    console = Console(soft_wrap=True)
+    console.print(
+        f"key {key_id} recorded on the ledger by {ledger.msp_id}; fingerprint {created.manifest['fingerprint']}"
+    )
+    console.print(f"{hospital}'s secret context (mode 0600): {created.secret_context}")
+    console.print(f"outbox for the consortium: {created.outbox} (it keeps public.ctx and ceremony.json)")
+    for name, path in created.sealed.items():
+        console.print(f"  relay to {name}: {path}  (then: carefed node he-key accept {path.name} --hospital {name})")
+
+
+@he_key_app.command("accept")
+def he_key_accept(
+    sealed: Annotated[Path, typer.Argument(metavar="SEALED", help="The bundle sealed to this hospital.")],
+    hospital: Hospital,
+    replace: Replace = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Check a sealed key against the ledger, open it, install it as this hospital's CKKS key, record acceptance."""
+    from fabric_network.ledger import open_ledger
+    from hospital_node.config import NodeConfig
+    from hospital_node.he_keys import accept_key, installed_key
+
+    node = NodeConfig.load(_node_dir(state_dir, hospital))
+    bundle = sealed.read_bytes()
+    with open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=hospital) as ledger:
+        path = accept_key(ledger, node.keys_dir, hospital, bundle, replace=replace)
+    held = installed_key(node.keys_dir) or {}
+    Console(soft_wrap=True).print(
+        f"installed key {held.get('key_id')} from {held.get('creator')} at {path} (mode 0600); "
+        f"acceptance recorded on the ledger by {ledger.msp_id}"
     )
