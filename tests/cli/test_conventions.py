@@ -48,6 +48,7 @@ WITH_MISSING_STATE: dict[str, list[str]] = {
     "node reject": ["run-1", "--hospital", "hospital-a"],
     "consortium propose": ["run-1", "--hospitals", "hospital-a,hospital-b", "--spec", "no-spec.json"],
     "consortium resume": ["run-1"],
+    "consortium register-node": ["supernode-auth.pub"],
     "query": ["count", "--cohort", str(Path(__file__).resolve().parents[2] / "data/synthea-r4/cohort-alive.toml")],
 }
 #: Commands that create a state dir, or run until stopped: a missing state dir is not a mistake for them.
