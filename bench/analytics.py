@@ -36,8 +36,8 @@ from rich.table import Table
 import bench.script_mode  # noqa: F401  (first: `python bench/X.py` must find the packages, not bench/X.py)
 
 # isort: split
-from consortium.keys import ceremony_parameters
 from federation.analytics import QuerySpec, phase_noise
+from federation.key_transport import ceremony_parameters
 from harness.analytics_data import ADULTS_COHORT, ALIVE_COHORT, set_up_synthea_queries, unpack_synthea
 from harness.demo_data import build_demo_data
 from harness.local_consortium import LocalConsortium

@@ -26,7 +26,7 @@ from carefed.options import ENV_LOG_FORMAT, LogFormat
 from compliance.cli import audit_app, report_app
 from consortium.cli import consortium_app, keys_app
 from fabric_network.cli import fabric_app, ledger_app
-from harness.cli import demo, resume
+from harness.cli import demo, keys_ceremony, resume
 from harness.query_cli import query
 from hospital_node.cli import node_app
 
@@ -102,6 +102,7 @@ app.command("query")(query)
 app.add_typer(node_app, name="node")
 consortium_app.command("resume")(resume)
 app.add_typer(consortium_app, name="consortium")
+keys_app.command("ceremony")(keys_ceremony)
 app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(fabric_app, name="fabric")

@@ -1,11 +1,12 @@
-"""The CKKS key ceremony and the guard that keeps secret keys out of the aggregator's process.
+"""The consortium's part of the CKKS key, and the guard that keeps secret keys out of the aggregator's process.
 
-The ceremony draws one consortium secret context and writes it into each hospital's key directory (mode 0700,
-file 0600); the aggregator gets the public context — parameters and key id, no key — in a separate directory.
-The aggregator's process additionally installs `forbid_secret_reads` before it does anything else: a Python
-audit hook that refuses to open any hospital directory or any secret-context file. It records both what it
-opened under the state directory and every attempt it refused, so a run can show that the aggregator not only
-read no secret key but never tried to (a refusal alone would hide an attempt that some fallback then survived).
+A hospital draws the key and seals it to the others (hospital_node/he_keys.py, federation/key_transport.py); the
+consortium relays the sealed bundles and keeps only the public context — parameters and key id, no key — once the
+ledger confirms it (`install_public_context`). The aggregator's process additionally installs
+`forbid_secret_reads` before it does anything else: a Python audit hook that refuses to open any hospital
+directory or any secret-context file. It records both what it opened under the state directory and every
+attempt it refused, so a run can show that the aggregator not only read no secret key but never tried to (a
+refusal alone would hide an attempt that some fallback then survived).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from federation.layout import node_dir_for
+from federation.key_transport import PUBLIC_CONTEXT_NAME
+from federation.layout import SECRET_CONTEXT_NAME, keys_dir_for
 
-SECRET_CONTEXT_NAME = "he-secret.ctx"
-PUBLIC_CONTEXT_NAME = "public.ctx"
+if TYPE_CHECKING:
+    from fabric_network.ledger import Ledger
 
 
 def public_context_path(state_dir: Path) -> Path:
@@ -28,68 +30,47 @@ def public_context_path(state_dir: Path) -> Path:
 
 
 def secret_context_path(state_dir: Path, hospital: str) -> Path:
-    return node_dir_for(state_dir, hospital) / "keys" / SECRET_CONTEXT_NAME
+    return keys_dir_for(state_dir, hospital) / SECRET_CONTEXT_NAME
 
 
-@dataclass(frozen=True)
-class CeremonyResult:
-    public_context: Path
-    secret_contexts: dict[str, Path]
-    fingerprint: str
-    parameters: dict[str, Any]
+def install_public_context(state_dir: Path, outbox: Path, ledger: Ledger) -> Path:
+    """Take the public context and manifest from a creating hospital's outbox into the aggregator's directory.
 
-
-def ceremony_parameters(hospitals: int) -> Any:
-    """Summation-only CKKS parameters: one 40-bit prime at N=4096 (128-bit secure), scale 2^25.
-
-    `privacy.he`'s default prime leaves |weight·value| ≤ 1; a trained model's weights exceed that, so a wider
-    prime buys headroom (≤ 256 for 16 parties) at the same precision (error follows the scale) for 25% more bytes.
+    Refused unless it is a public context (no secret key) and the ledger's record of its key id, written by the
+    hospital named as creator, has this public context's SHA-256: the consortium aggregates only under a key the
+    hospitals recorded. The sealed bundles beside them are relayed, never read here.
     """
-    from privacy.he import CKKSParameters
+    from fabric_network.identities import msp_id_for
+    from federation.key_transport import MANIFEST_NAME, PUBLIC_CONTEXT_NAME, KeyTransportError, sha256_hex
+    from privacy.he import SecretContext, load_context
 
-    return CKKSParameters(
-        poly_modulus_degree=4096, coeff_mod_bit_sizes=(40,), scale_bits=25, max_parties=max(16, hospitals)
-    )
-
-
-def run_ceremony(state_dir: Path, hospitals: list[str]) -> CeremonyResult:
-    """Generate the consortium key; secret context → each hospital's key dir, public context → the aggregator's."""
-    from privacy.he import generate_secret_context
-
-    if not hospitals:
-        raise ValueError("--hospitals: name at least one hospital")
-    secret = generate_secret_context(ceremony_parameters(len(hospitals)))
-    secret_bytes = secret.serialize()
-    written: dict[str, Path] = {}
-    for hospital in hospitals:
-        path = secret_context_path(state_dir, hospital)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
-        tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.chmod(0o600)
-        tmp.write_bytes(secret_bytes)
-        tmp.replace(path)
-        written[hospital] = path
-    public_path = public_context_path(state_dir)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.write_bytes(secret.public().serialize())
-    p = secret.parameters
-    parameters = {
-        "scheme": "ckks",
-        "poly_modulus_degree": p.poly_modulus_degree,
-        "coeff_mod_bit_sizes": list(p.coeff_mod_bit_sizes),
-        "global_scale_bits": p.scale_bits,
-        "packing": "seeded-complex",
-    }
-    fingerprint = secret.fingerprint.hex()
-    manifest = {"fingerprint": fingerprint, "hospitals": hospitals, "parameters": parameters}
-    (public_path.parent / "ceremony.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return CeremonyResult(public_path, written, fingerprint, parameters)
+    public_bytes = (outbox / PUBLIC_CONTEXT_NAME).read_bytes()
+    manifest = json.loads((outbox / MANIFEST_NAME).read_text(encoding="utf-8"))
+    if isinstance(load_context(public_bytes), SecretContext):
+        raise KeyTransportError(
+            f"{outbox / PUBLIC_CONTEXT_NAME}: holds a secret key; the consortium must never receive one: delete it "
+            "and ask the creating hospital for its public context"
+        )
+    record = ledger.evaluate("GovernanceContract:read_he_key", manifest["key_id"])
+    if record["creator"] != msp_id_for(manifest["creator"]):
+        raise KeyTransportError(f"creator: key {manifest['key_id']} was recorded by {record['creator']}")
+    if (
+        sha256_hex(public_bytes) != record["public_context_sha256"]
+        or manifest["public_context_sha256"] != (record["public_context_sha256"])
+    ):
+        raise KeyTransportError(
+            f"public_context_sha256: {PUBLIC_CONTEXT_NAME} is not key {manifest['key_id']}'s public context on the "
+            "ledger; ask the creating hospital for its outbox again"
+        )
+    path = public_context_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(public_bytes)
+    (path.parent / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return path
 
 
 def he_parameters(state_dir: Path) -> dict[str, Any]:
-    """The HE parameters recorded by the ceremony (for the run's lineage)."""
+    """The HE parameters of the installed key (for the run's lineage)."""
     manifest = json.loads((public_context_path(state_dir).parent / "ceremony.json").read_text(encoding="utf-8"))
     return dict(manifest["parameters"])
 

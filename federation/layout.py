@@ -1,15 +1,23 @@
 """Where things live in a CareFed state directory: the one place both sides take the paths they share from.
 
 A hospital's node keeps its state (configuration, pseudonym table, its CKKS secret context) under
-``<state-dir>/nodes/<hospital>``; on one machine the harness and the consortium's key ceremony write there, across
-hosts only the hospital does.
+``<state-dir>/nodes/<hospital>``; on one machine the harness (playing each hospital in the key ceremony) writes
+there, across hosts only the hospital does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+#: A hospital's CKKS secret context in its key directory (the aggregator's guard refuses any file of this name).
+SECRET_CONTEXT_NAME = "he-secret.ctx"
+
 
 def node_dir_for(state_dir: Path, hospital: str) -> Path:
     """Where a hospital's node keeps its state under a CareFed state directory."""
     return state_dir / "nodes" / hospital
+
+
+def keys_dir_for(state_dir: Path, hospital: str) -> Path:
+    """A hospital's key directory (mode 0700): its CKKS secret context and its transport and SuperNode key pairs."""
+    return node_dir_for(state_dir, hospital) / "keys"

@@ -112,6 +112,32 @@ def resume(
         raise typer.Exit(code=1)
 
 
+def keys_ceremony(
+    hospitals: Annotated[str, typer.Option("--hospitals", help="A count (3) or comma-separated hospital names.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = LedgerBackend.embedded,
+) -> None:
+    """A new consortium CKKS key on this machine: the first hospital draws it and seals it to the others, each
+    accepts its own, the aggregator gets the public context; all recorded on the ledger (`carefed ledger init` first).
+    """
+    from rich.console import Console
+
+    from fabric_network.identities import IdentityError, hospital_names
+    from harness.key_ceremony import run_ceremony
+
+    try:
+        names = hospital_names(hospitals)
+    except IdentityError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--hospitals") from exc
+    result = run_ceremony(state_dir, names, backend.value)
+    console = Console(soft_wrap=True)
+    console.print(f"key {result.key_id} created by {names[0]}, sealed to {', '.join(names[1:]) or 'no one'}")
+    console.print(f"public context (aggregator): {result.public_context}")
+    for name, path in result.secret_contexts.items():
+        console.print(f"secret context ({name}, mode 0600): {path}")
+    console.print(f"key fingerprint {result.fingerprint}; parameters {result.parameters}")
+
+
 def _progress_line(results: dict[str, Any]) -> str:
     last = results["rounds"][-1]
     replayed = f", resent: {', '.join(last['replayed'])}" if last.get("replayed") else ""

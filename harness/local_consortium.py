@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consortium.keys import run_ceremony
 from consortium.proposals import PROJECT_DIR, register_query, register_run
 from fabric_network.identities import init_identities, msp_id_for
 from fabric_network.ledger import Call, Ledger, LedgerError, open_ledger
@@ -28,6 +27,7 @@ from federation.layout import node_dir_for
 from federation.model_artifact import ModelSpec
 from federation.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
 from federation.tls import ensure_superlink_tls
+from harness.key_ceremony import run_ceremony
 from hospital_node.config import DEFAULT_PURPOSE, NodeConfig
 from hospital_node.governance import vote
 from hospital_node.pseudonyms import PseudonymTable
@@ -84,7 +84,7 @@ def set_up_consortium(
     init_identities(state_dir, names)
     if backend == "fabric":
         start_fabric_network(state_dir, len(names))
-    run_ceremony(state_dir, names)
+    run_ceremony(state_dir, names, backend)
     with open_ledger(backend=backend, state_dir=state_dir, org="consortium") as consortium:
         consortium.submit("GovernanceContract:init_members", [msp_id_for(name) for name in names])
         for hospital in hospitals:

@@ -4,7 +4,8 @@ One node = one directory, `<state-dir>/nodes/<hospital>/`, owned by the hospital
 
     node.toml           this configuration (written by `carefed node init`)
     pseudonyms.sqlite   MRN → pseudonym table (never leaves the node)
-    keys/               he-secret.ctx (from the key ceremony), supernode-auth key pair
+    keys/               he-secret.ctx + he-key.json (the consortium's CKKS key, hospital_node/he_keys.py),
+                        he-transport key pair (receives that key sealed), supernode-auth key pair
     dp/<run-id>.json    the DP noise history of each run (the accountant's memory between rounds)
 
 The Flower ClientApp runs as a fresh process per message, so everything it needs is read from here by path;
@@ -20,6 +21,8 @@ from typing import Literal
 import tomli_w
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from federation.layout import SECRET_CONTEXT_NAME
 
 NODE_CONFIG_FILE = "node.toml"
 DEFAULT_PURPOSE = "HRESCH"
@@ -57,7 +60,7 @@ class NodeConfig(BaseSettings):
 
     @property
     def he_secret_context(self) -> Path:
-        return self.keys_dir / "he-secret.ctx"
+        return self.keys_dir / SECRET_CONTEXT_NAME
 
     @property
     def supernode_auth_key(self) -> Path:

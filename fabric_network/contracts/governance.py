@@ -6,7 +6,14 @@ proposal* approve; the change applies in the transaction of the deciding vote. T
 current members (LineageContract checks), and a run itself starts only after a majority of its hospitals
 approved it (LineageContract:vote_run / start_run) — the consortium operator decides nothing alone.
 
-Keys: ``members`` (the current list), ``membership/<proposal_id>``.
+The hospitals' shared CKKS key is theirs too: the hospital that draws it records the key id, the SHA-256 of its
+public context and the recipients under its own identity (``record_he_key``), and each recipient records that it
+accepted exactly that key (``accept_he_key``). No key material reaches the ledger; a recipient installs a sealed
+key only if this record names its sender and itself (federation/key_transport.py). A new key (rotation) takes a
+new key id, and a key id or public context is recorded once.
+
+Keys: ``members`` (the current list), ``membership/<proposal_id>``, ``he-key/<key_id>``,
+``he-key-context/<public_context_sha256>`` (the key id a public context was recorded under).
 """
 
 from __future__ import annotations
@@ -35,6 +42,18 @@ CHANGE_SCHEMA: dict[str, Any] = {
     "required": ["action", "hospital"],
     "properties": {"action": {"type": "string", "enum": ["add", "remove"]}, "hospital": c.SCHEMA_MSP_ID},
 }
+HE_KEY = "he-key"
+HE_KEY_CONTEXT = "he-key-context"
+NO_HE_KEY = "key_id: no such HE key; its creating hospital records it with record_he_key first"
+HE_KEY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["public_context_sha256", "recipients"],
+    "properties": {
+        "public_context_sha256": c.SCHEMA_SHA256,
+        "recipients": {"type": "array", "items": c.SCHEMA_MSP_ID, "maxItems": 63, "uniqueItems": True},
+    },
+}
 MEMBERS_SCHEMA: dict[str, Any] = {
     "type": "array",
     "items": c.SCHEMA_MSP_ID,
@@ -56,7 +75,7 @@ class GovernanceContract(Contract):  # type: ignore[misc]  # the library ships n
     Name = "GovernanceContract"
 
     def get_evaluate_transactions(self) -> list[str]:
-        return ["read_members", "read_membership_proposal"]
+        return ["read_members", "read_membership_proposal", "read_he_key", "list_he_keys"]
 
     async def _store_members(self, ctx: TransactionContextInterface, hospitals: list[str]) -> dict[str, Any]:
         record = {"hospitals": sorted(hospitals), "updated_at": c.tx_time(ctx), "tx_id": c.tx_id(ctx)}
@@ -141,3 +160,64 @@ class GovernanceContract(Contract):  # type: ignore[misc]  # the library ships n
         c.record_id("proposal_id", proposal_id)
         proposal = await c.require_json(ctx, c.key(ctx, MEMBERSHIP, proposal_id), NO_PROPOSAL)
         return {**proposal, "tally": c.tally(proposal["voters"], proposal["votes"])}
+
+    async def record_he_key(self, ctx: TransactionContextInterface, key_id: str, key: str) -> dict[str, Any]:
+        """The creating hospital records a new CKKS key (JSON ``{public_context_sha256, recipients}``), once."""
+        creator = c.require_hospital(ctx)
+        c.record_id("key_id", key_id)
+        parsed = c.json_argument("key", key, HE_KEY_SCHEMA)
+        if creator in parsed["recipients"]:
+            raise c.ContractError("key.recipients: the creating hospital holds the key already; list the others")
+        if c.CONSORTIUM_MSP in parsed["recipients"]:
+            raise c.ContractError(f"key.recipients: {c.CONSORTIUM_MSP} aggregates and may never hold the secret key")
+        state_key = c.key(ctx, HE_KEY, key_id)
+        if await c.get_json(ctx, state_key) is not None:
+            raise c.ContractError("key_id: a key with this id is recorded already; a new key takes a new key id")
+        context_key = c.key(ctx, HE_KEY_CONTEXT, parsed["public_context_sha256"])
+        if await c.get_json(ctx, context_key) is not None:
+            raise c.ContractError("key.public_context_sha256: this public context is recorded already; draw a new key")
+        record = {
+            "key_id": key_id,
+            "creator": creator,
+            "public_context_sha256": parsed["public_context_sha256"],
+            "recipients": sorted(parsed["recipients"]),
+            "accepted": {},
+            "recorded_at": c.tx_time(ctx),
+            "tx_id": c.tx_id(ctx),
+        }
+        await c.put_json(ctx, state_key, record)
+        await c.put_json(ctx, context_key, {"key_id": key_id})
+        c.emit(ctx, "HEKeyRecorded", {"key_id": key_id, "creator": creator, "recipients": record["recipients"]})
+        return record
+
+    async def accept_he_key(
+        self, ctx: TransactionContextInterface, key_id: str, public_context_sha256: str
+    ) -> dict[str, Any]:
+        """A recipient records that it installed the key whose public context has this SHA-256, once."""
+        hospital = c.require_hospital(ctx)
+        c.record_id("key_id", key_id)
+        if not isinstance(public_context_sha256, str) or not c.SHA256_HEX.fullmatch(public_context_sha256):
+            raise c.ContractError("public_context_sha256: must be 64 lowercase hex characters (a SHA-256)")
+        state_key = c.key(ctx, HE_KEY, key_id)
+        record = await c.require_json(ctx, state_key, NO_HE_KEY)
+        if hospital not in record["recipients"]:
+            raise c.ContractError("caller: not a recipient of this key")
+        if public_context_sha256 != record["public_context_sha256"]:
+            raise c.ContractError(
+                "public_context_sha256: differs from the key's recorded public context; the installed key is another"
+            )
+        if hospital in record["accepted"]:
+            raise c.ContractError("caller: has accepted this key already")
+        record["accepted"][hospital] = {"accepted_at": c.tx_time(ctx), "tx_id": c.tx_id(ctx)}
+        await c.put_json(ctx, state_key, record)
+        c.emit(ctx, "HEKeyAccepted", {"key_id": key_id, "hospital": hospital})
+        return record
+
+    async def read_he_key(self, ctx: TransactionContextInterface, key_id: str) -> dict[str, Any]:
+        """One HE key's record: creator, public context hash, recipients and who accepted it."""
+        c.record_id("key_id", key_id)
+        return await c.require_json(ctx, c.key(ctx, HE_KEY, key_id), NO_HE_KEY)
+
+    async def list_he_keys(self, ctx: TransactionContextInterface) -> list[dict[str, Any]]:
+        """Every recorded HE key, in key order."""
+        return await c.scan_json(ctx, HE_KEY)

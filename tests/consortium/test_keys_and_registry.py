@@ -12,14 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consortium.keys import public_context_path, run_ceremony, secret_context_path
+from consortium.keys import public_context_path, secret_context_path
 from consortium.registry import ModelRegistry, TamperedModelError
+from fabric_network.identities import init_identities
 from federation.model_artifact import FeatureRange, ModelArtifact, ModelSpec
+from harness.key_ceremony import run_ceremony
 
 
 def test_ceremony_separates_secret_and_public_contexts(tmp_path: Path) -> None:
     from privacy.he import MissingSecretKeyError, PublicContext, SecretContext, decrypt, encrypt, load_context
 
+    init_identities(tmp_path, ["hospital-a", "hospital-b"])
     result = run_ceremony(tmp_path, ["hospital-a", "hospital-b"])
     secrets_ = [secret_context_path(tmp_path, h) for h in ("hospital-a", "hospital-b")]
     assert all(p.stat().st_mode & 0o077 == 0 and p.parent.stat().st_mode & 0o077 == 0 for p in secrets_)
@@ -35,6 +38,7 @@ def test_ceremony_separates_secret_and_public_contexts(tmp_path: Path) -> None:
 
 
 def test_aggregator_guard_refuses_hospital_key_material(tmp_path: Path) -> None:
+    init_identities(tmp_path, ["hospital-a"])
     run_ceremony(tmp_path, ["hospital-a"])
     script = textwrap.dedent(
         f"""

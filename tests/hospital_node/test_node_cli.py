@@ -105,7 +105,7 @@ def test_init_then_preflight_names_what_is_missing_and_how_to_fix_it(tmp_path: P
     assert check.exit_code == 1
     output = check.output
     for row, fix in (
-        ("CKKS secret key", "carefed keys ceremony"),
+        ("CKKS secret key", "carefed node he-key"),
         ("ledger", "carefed ledger init"),
         ("SuperLink", ""),
     ):
