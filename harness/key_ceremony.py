@@ -23,6 +23,8 @@ from hospital_node.he_keys import accept_key, create_key, ensure_transport_key
 
 @dataclass(frozen=True)
 class CeremonyResult:
+    """What `carefed keys ceremony` reports: the key, where the aggregator's and each hospital's context went."""
+
     key_id: str
     public_context: Path
     secret_contexts: dict[str, Path]

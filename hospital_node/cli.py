@@ -461,12 +461,11 @@ def he_key_create(
     """Draw the consortium's CKKS key, record it on the ledger, keep it, and seal it to each recipient."""
     from fabric_network.identities import IdentityError, hospital_names
     from fabric_network.ledger import open_ledger
-    from federation.key_transport import check_key_id, load_public_key
+    from federation.key_transport import load_public_key
     from hospital_node.config import NodeConfig
     from hospital_node.he_keys import create_key
 
     node = NodeConfig.load(_node_dir(state_dir, hospital))
-    check_key_id(key_id)
     try:
         if recipients.strip().isdigit():
             raise IdentityError("--recipients: name the other hospitals, e.g. hospital-b,hospital-c (not a count)")
