@@ -5,10 +5,12 @@
   records of 30 features (sklearn `make_classification`, fixed seed): per-sample gradients of 100k parameters
   cost what a small model hides.
 
-Each per-sample-gradient mode is also checked for exactness: on one fixed batch without noise, the clipped and
-averaged gradient it hands the optimiser must equal that of "hooks" (Opacus' reference implementation) to float32
-precision (relative 1e-5). (Comparing final weights after training does not work for the larger model: Adam divides
-by the gradient's running magnitude, so rounding differences of near-zero gradients grow to 1e-2 over 100 steps.)
+The modes are `privacy.dp.GRAD_SAMPLE_MODES`: Opacus' four and CareFed's book-keeping ghost clipping ("ghost-bk",
+`privacy/bookkeeping.py`), each wrapped by `privacy.dp.make_private` as training does. Each is also checked for
+exactness: on one fixed batch without noise, the clipped and averaged gradient it hands the optimiser must equal
+that of "hooks" (Opacus' reference implementation) to float32 precision (relative 1e-5). (Comparing final weights
+after training does not work for the larger model: Adam divides by the gradient's running magnitude, so rounding
+differences of near-zero gradients grow to 1e-2 over 100 steps.)
 The fastest exact mode per model is reported (`dp_mode`, `mlp_dp_mode`); for the demo model it should be
 `privacy.dp.DEFAULT_GRAD_SAMPLE_MODE`.
 
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from opacus import PrivacyEngine
 from rich.console import Console
 from rich.table import Table
 from sklearn.datasets import load_breast_cancer, make_classification
@@ -49,7 +52,14 @@ import bench.script_mode  # noqa: F401  (first: `python bench/X.py` must find th
 
 # isort: split
 from privacy.budget import PrivacyBudget
-from privacy.dp import DEFAULT_GRAD_SAMPLE_MODE, GRAD_SAMPLE_MODES, DPConfig, PrivateTrainer
+from privacy.dp import (
+    DEFAULT_GRAD_SAMPLE_MODE,
+    GRAD_SAMPLE_MODES,
+    DPConfig,
+    GradSampleMode,
+    PrivateTrainer,
+    make_private,
+)
 from privacy.model import demo_mlp
 
 LEARNING_RATE = 0.05
@@ -118,7 +128,7 @@ def plain_epochs(workload: Workload, epochs: int) -> list[tuple[float, float]]:
     return seconds
 
 
-def dp_epochs(workload: Workload, epochs: int, mode: str) -> list[tuple[float, float]]:
+def dp_epochs(workload: Workload, epochs: int, mode: GradSampleMode) -> list[tuple[float, float]]:
     """(wall, CPU) seconds per epoch of one DP run in `mode` (same seed for every mode)."""
     torch.manual_seed(0)
     model = workload.build()
@@ -128,40 +138,34 @@ def dp_epochs(workload: Workload, epochs: int, mode: str) -> list[tuple[float, f
         epochs=epochs,
         batch_size=workload.batch_size,
         learning_rate=LEARNING_RATE,
-        grad_sample_mode=mode,  # type: ignore[arg-type]
+        grad_sample_mode=mode,
     )
     trainer = PrivateTrainer(model, workload.features, workload.labels, config)
     result, _ = trainer.train(PrivacyBudget("bench", epsilon_limit=100.0))
     return list(zip(result.epoch_seconds, result.epoch_cpu_seconds, strict=True))
 
 
-def clipped_gradient(workload: Workload, mode: str) -> npt.NDArray[np.float64]:
+def clipped_gradient(workload: Workload, mode: GradSampleMode) -> npt.NDArray[np.float64]:
     """The clipped mean gradient of one fixed batch, without noise, as `mode` computes it (weights unchanged)."""
-    from opacus import PrivacyEngine
-
     model = workload.build()
     features = torch.as_tensor(workload.features[: workload.batch_size], dtype=torch.float32)
     labels = torch.as_tensor(workload.labels[: workload.batch_size], dtype=torch.float32)
-    loader = DataLoader(TensorDataset(features, labels), batch_size=workload.batch_size)
-    criterion = nn.BCEWithLogitsLoss()
-    private: Any = PrivacyEngine().make_private(
-        module=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-        criterion=criterion,
-        data_loader=loader,
+    private = make_private(
+        PrivacyEngine(),
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        nn.BCEWithLogitsLoss(),
+        DataLoader(TensorDataset(features, labels), batch_size=workload.batch_size),
         noise_multiplier=0.0,
         max_grad_norm=1.0,
         grad_sample_mode=mode,
         poisson_sampling=False,
     )
-    module, optimizer = private[0], private[1]
-    if mode == "ghost":
-        criterion = private[2]
-    optimizer.zero_grad()
-    criterion(module(features).squeeze(-1), labels).backward()
-    optimizer.step()  # clips, averages and "adds" zero noise into .grad; lr 0 leaves the weights as they were
+    private.optimizer.zero_grad()
+    private.criterion(private.module(features).squeeze(-1), labels).backward()
+    private.optimizer.step()  # clips, averages and "adds" zero noise into .grad; lr 0 leaves the weights as they were
     gradient = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-    module.cleanup()
+    private.cleanup()
     return gradient.detach().numpy().astype(np.float64)
 
 
@@ -169,7 +173,7 @@ def measure(workload: Workload, epochs: int, rounds: int) -> dict[str, Any]:
     """Interleaved rounds (so that load from other processes hits every configuration alike); first epoch dropped."""
     plain_epochs(workload, 2)  # warm-up: allocator, kernels
     plain: list[tuple[float, float]] = []
-    per_mode: dict[str, list[tuple[float, float]]] = {mode: [] for mode in GRAD_SAMPLE_MODES}
+    per_mode: dict[GradSampleMode, list[tuple[float, float]]] = {mode: [] for mode in GRAD_SAMPLE_MODES}
     for _ in range(rounds):
         plain += plain_epochs(workload, epochs)[1:]
         for mode in per_mode:

@@ -29,10 +29,16 @@ API
 - Labels are 0/1; the model returns one logit per row (`privacy.model.demo_mlp`). Small models train fastest
   with `torch.set_num_threads(1)` (docs/privacy.md has the measurements).
 
-Per-sample-gradient modes (`GRAD_SAMPLE_MODES`): "hooks", "functorch", "ew" (expanded weights) and "ghost" (ghost
-clipping) all compute exact per-sample clipping; `bench/dp.py` measures them and the fastest on the demo MLP is
-`DEFAULT_GRAD_SAMPLE_MODE`. Opacus runs without its cryptographically secure RNG here (`secure_mode=False`,
-torchcsprng is not installed): fine for the demo, a production deployment should install it.
+Per-sample-gradient modes (`GRAD_SAMPLE_MODES`): "hooks", "functorch", "ew" (expanded weights), "ghost" (Opacus'
+ghost clipping, two backward passes) and "ghost-bk" (book-keeping ghost clipping in one backward pass,
+`privacy/bookkeeping.py`; a model with a trainable layer that is not an `nn.Linear` falls back to "ghost" with a
+warning naming the layer) all compute exact per-sample clipping; `bench/dp.py` measures them and the fastest on the
+demo MLP is `DEFAULT_GRAD_SAMPLE_MODE`. `make_private(engine, model, optimizer, criterion, loader, ...)` wraps for
+any of them and returns the `PrivateTraining` (module, DP optimiser, criterion, loader) to train with; its
+`.cleanup()` leaves the model free of hooks.
+
+Opacus runs without its cryptographically secure RNG here (`secure_mode=False`, torchcsprng is not installed): fine
+for the demo, a production deployment should install it.
 """
 
 from __future__ import annotations
@@ -53,14 +59,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from privacy.accountant import calibrate_noise, epsilon_of
+from privacy.bookkeeping import BookkeepingLoss, bookkeeping_blocker
 from privacy.budget import PrivacyBudget, check_finite_number
 
 Accountant = Literal["rdp", "prv"]
-GradSampleMode = Literal["hooks", "functorch", "ew", "ghost"]
+GradSampleMode = Literal["hooks", "functorch", "ew", "ghost", "ghost-bk"]
 ACCOUNTANTS: tuple[Accountant, ...] = get_args(Accountant)
 GRAD_SAMPLE_MODES: tuple[GradSampleMode, ...] = get_args(GradSampleMode)
 # Fastest exact mode on the demo MLP, measured by bench/dp.py (see its --json output).
-DEFAULT_GRAD_SAMPLE_MODE: GradSampleMode = "ew"
+DEFAULT_GRAD_SAMPLE_MODE: GradSampleMode = "ghost-bk"
 
 
 class PrivacyConfigError(ValueError):
@@ -229,6 +236,65 @@ def validate_training_data(features: npt.ArrayLike, labels: npt.ArrayLike, delta
     _check_delta(delta, x.shape[0])
 
 
+@dataclass(frozen=True)
+class PrivateTraining:
+    """What to train with once Opacus has wrapped a model: module, DP optimiser, criterion and Poisson loader."""
+
+    module: Any
+    optimizer: Any
+    criterion: Any
+    loader: DataLoader[Any]
+
+    def cleanup(self) -> None:
+        """Leave the model free of Opacus' and book-keeping's hooks: federated runs train it again next round."""
+        if isinstance(self.criterion, BookkeepingLoss):
+            self.criterion.close()
+        self.module.cleanup()
+
+
+def make_private(
+    engine: PrivacyEngine,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    loader: DataLoader[Any],
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    grad_sample_mode: GradSampleMode,
+    poisson_sampling: bool = True,
+) -> PrivateTraining:
+    """`engine.make_private` in any of `GRAD_SAMPLE_MODES`, returning the criterion to train with too.
+
+    The ghost modes clip inside the loss's `backward()`, so their criterion is Opacus' (or book-keeping's) wrapper;
+    the others keep `criterion`. "ghost-bk" is Opacus' ghost set-up (same loader, optimiser, noise and accountant)
+    with `BookkeepingLoss` as criterion, or plain "ghost" with a warning for a model book-keeping cannot clip.
+    """
+    blocker = bookkeeping_blocker(model) if grad_sample_mode == "ghost-bk" else None
+    if blocker is not None:
+        warnings.warn(
+            f"grad_sample_mode 'ghost-bk' falls back to Opacus' 'ghost' (two backward passes): {blocker}", stacklevel=2
+        )
+    opacus_mode = "ghost" if grad_sample_mode == "ghost-bk" else grad_sample_mode
+    private: Any = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        criterion=criterion,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        grad_sample_mode=opacus_mode,
+        poisson_sampling=poisson_sampling,
+    )
+    if opacus_mode != "ghost":
+        module, dp_optimizer, dp_loader = private
+        return PrivateTraining(module, dp_optimizer, criterion, dp_loader)
+    module, dp_optimizer, dp_criterion, dp_loader = private
+    if grad_sample_mode == "ghost-bk" and blocker is None:
+        dp_criterion = BookkeepingLoss(module, dp_optimizer, dp_criterion.criterion, dp_criterion.loss_reduction)
+    return PrivateTraining(module, dp_optimizer, dp_criterion, dp_loader)
+
+
 class PrivateTrainer:
     """One DP-SGD run: model, optimiser and Poisson-sampled loader wrapped by one Opacus `PrivacyEngine`."""
 
@@ -266,23 +332,22 @@ class PrivateTrainer:
         self.model.train()  # Opacus refuses modules in eval mode (e.g. after predict_proba)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         criterion = nn.BCEWithLogitsLoss()
-        private: Any = engine.make_private(
-            module=self.model,
-            optimizer=optimizer,
-            criterion=criterion,
-            data_loader=loader,
+        private = make_private(
+            engine,
+            self.model,
+            optimizer,
+            criterion,
+            loader,
             noise_multiplier=self.plan.noise_multiplier,
             max_grad_norm=self.config.max_grad_norm,
             grad_sample_mode=self.config.grad_sample_mode,
         )
-        if self.config.grad_sample_mode == "ghost":
-            module, dp_optimizer, criterion, dp_loader = private
-        else:
-            module, dp_optimizer, dp_loader = private
         try:
-            mean_loss, epoch_seconds, epoch_cpu_seconds = self._run_epochs(module, dp_optimizer, criterion, dp_loader)
+            mean_loss, epoch_seconds, epoch_cpu_seconds = self._run_epochs(
+                private.module, private.optimizer, private.criterion, private.loader
+            )
         finally:
-            module.cleanup()
+            private.cleanup()
         epsilon = _epsilon_spent(engine.accountant, self.config.accountant, self.plan.delta)
         result = TrainingResult(
             epsilon=epsilon,
