@@ -11,21 +11,27 @@ only enqueues (durable when it returns); delivery — one ledger transaction per
 costs milliseconds of CPU per event, so the service delivers from a separate process by default, where it
 does not hold the GIL the request threads need. The thread mode delivers in-process (tests use it).
 
-Several worker processes (`carefed api --workers N`) share the outboxes: SQLite serialises their enqueues, and
-each worker starts a delivery process, of which only the holder of an exclusive lock on
-`<state_dir>/outbox/api-delivery.lock` delivers (two deliverers could group the same pending events into two
-different ledger transactions). When it dies with its worker, the lock passes to another one.
+Several worker processes (`carefed api --workers N`) never write the same outbox file: each claims a writer slot
+(an exclusive lock on `<state_dir>/outbox/api-writer-<slot>.lock`, the lowest free one) and enqueues into its
+own files, `api-<org>.sqlite` for slot 0 and `api-<org>-w<slot>.sqlite` for the others. One shared file made the
+workers queue for SQLite's write lock, whose busy handler sleeps and retries: once fsyncs kept the lock busy,
+a worker could wait for seconds while the other took the lock again and again. A restarted worker takes over
+a slot left free, so the files are as many as workers ever ran at once. Each worker starts a delivery process,
+of which only the holder of an exclusive lock on `<state_dir>/outbox/api-delivery.lock` delivers every slot's
+files (two deliverers could group the same pending events into two different ledger transactions). When it
+dies with its worker, the lock passes to another one.
 """
 
 import fcntl
 import logging
 import multiprocessing
 import os
+import re
 import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from api.core.problems import ProblemError
 from fabric_network.identities import CONSORTIUM_ORG, load_consortium, msp_id_for
@@ -47,9 +53,33 @@ def hospital_msp(hospital: str) -> str:
     return msp_id_for(hospital)
 
 
-def audit_outbox(settings: LedgerSettings, org: str) -> Outbox:
-    """The service's audit outbox of one organisation."""
-    return open_outbox(f"api-{org}", settings, org=org)
+def audit_outbox(settings: LedgerSettings, org: str, slot: int = 0) -> Outbox:
+    """The audit outbox of one organisation written by the worker holding writer slot `slot`."""
+    return open_outbox(f"api-{org}" if slot == 0 else f"api-{org}-w{slot}", settings, org=org)
+
+
+def audit_slots(state_dir: Path, org: str) -> list[int]:
+    """The writer slots that have an audit outbox file of `org` (slot 0 always counts: its file is made on use)."""
+    pattern = re.compile(rf"api-{re.escape(org)}-w([1-9][0-9]*)\.sqlite")
+    found = (pattern.fullmatch(path.name) for path in (state_dir / "outbox").glob(f"api-{org}-w*.sqlite"))
+    return [0, *sorted(int(match.group(1)) for match in found if match)]
+
+
+def claim_writer_slot(state_dir: Path) -> tuple[int, IO[str]]:
+    """The lowest writer slot no live process holds, and the open lock file that holds it (closing it, or the
+    process ending, frees the slot)."""
+    outbox_dir = state_dir / "outbox"
+    outbox_dir.mkdir(parents=True, exist_ok=True)
+    slot = 0
+    while True:
+        handle = (outbox_dir / f"api-writer-{slot}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            slot += 1
+            continue
+        return slot, handle
 
 
 def deliver_audit_forever(state_dir: Path) -> None:
@@ -71,9 +101,13 @@ def deliver_audit_forever(state_dir: Path) -> None:
     settings = LedgerSettings(state_dir=state_dir)
     consortium = load_consortium(state_dir)
     orgs = [CONSORTIUM_ORG, *(hospital.name for hospital in consortium.hospitals)]
-    for org in orgs:
-        audit_outbox(settings, org).start(poll_s=DELIVERY_POLL_S)
+    delivering: dict[tuple[str, int], Outbox] = {}
     while os.getppid() == worker:
+        for org in orgs:  # a worker that starts later adds its slot's files
+            for slot in audit_slots(state_dir, org):
+                if (org, slot) not in delivering:
+                    delivering[org, slot] = audit_outbox(settings, org, slot)
+                    delivering[org, slot].start(poll_s=DELIVERY_POLL_S)
         time.sleep(DELIVERY_POLL_S * 4)
     # Orphaned: what is queued stays on disk for the next holder of the lock; daemon threads end with us.
 
@@ -87,6 +121,7 @@ class LedgerHub:
         self._ledgers: dict[str, Ledger] = {}
         self._outboxes: dict[str, Outbox] = {}
         self._deliverer: BaseProcess | None = None
+        self._slot: tuple[int, IO[str]] | None = None  # claimed on the first enqueue
         self._lock = threading.Lock()
 
     def of(self, org: str) -> Ledger:
@@ -105,7 +140,9 @@ class LedgerHub:
         with self._lock:
             outbox = self._outboxes.get(org)
             if outbox is None:
-                outbox = self._outboxes[org] = audit_outbox(self._settings, org)
+                if self._slot is None:
+                    self._slot = claim_writer_slot(self._settings.state_dir)
+                outbox = self._outboxes[org] = audit_outbox(self._settings, org, self._slot[0])
                 if self._audit_delivery == "thread":
                     outbox.start()
             if self._deliverer is not None and not self._deliverer.is_alive():
@@ -132,10 +169,22 @@ class LedgerHub:
         return all(outbox.flush(timeout_s) for outbox in outboxes)
 
     def outbox_backlogs(self) -> dict[str, tuple[int, float]]:
-        """Per organisation whose audit outbox this service has opened: pending events and the oldest one's age."""
+        """Per organisation whose audit outbox this worker has opened: pending events and the oldest one's age,
+        over every worker's slot (a scrape reaches one worker; the backlog is the service's)."""
         with self._lock:
-            outboxes = dict(self._outboxes)
-        return {org: outbox.backlog() for org, outbox in outboxes.items()}
+            orgs = list(self._outboxes)
+        backlogs = {}
+        for org in orgs:
+            pending, oldest_s = 0, 0.0
+            for slot in audit_slots(self._settings.state_dir, org):
+                outbox = audit_outbox(self._settings, org, slot)
+                try:
+                    count, age = outbox.backlog()
+                finally:
+                    outbox.close()
+                pending, oldest_s = pending + count, max(oldest_s, age)
+            backlogs[org] = (pending, oldest_s)
+        return backlogs
 
     def close(self) -> None:
         """Stop delivering (what is still queued stays on disk for the next start) and close the ledgers."""
@@ -150,3 +199,6 @@ class LedgerHub:
                 ledger.close()
             self._outboxes.clear()
             self._ledgers.clear()
+            if self._slot is not None:
+                self._slot[1].close()
+                self._slot = None
