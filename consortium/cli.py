@@ -97,6 +97,7 @@ def propose(
     differ from the proposal.
     """
     from consortium.proposals import register_run
+    from consortium.runs import save_run_config
     from fabric_network.identities import IdentityError, hospital_names
     from fabric_network.ledger import LedgerError
 
@@ -106,9 +107,90 @@ def propose(
         raise typer.BadParameter(str(exc), param_hint="--hospitals") from exc
     if not spec.exists():
         raise typer.BadParameter(f"{spec} does not exist", param_hint="--spec")
-    config = {"hospitals": ",".join(names), "num-rounds": rounds, "epsilon": epsilon, "spec": spec.read_text()}
+    config = {
+        "hospitals": ",".join(names),
+        "num-rounds": rounds,
+        "epsilon": epsilon,
+        "spec": spec.read_text(),
+        "ledger-backend": backend.value,
+    }
     try:
         register_run(state_dir.resolve(), run_id, config, backend=backend.value)
     except LedgerError as exc:
         raise typer.BadParameter(str(exc), param_hint="RUN") from None
+    save_run_config(state_dir.resolve(), run_id, config)
     typer.echo(f"run {run_id} proposed; each hospital now runs `carefed node approve {run_id} --hospital NAME`")
+
+
+@consortium_app.command("run")
+def run(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="A run proposed with `carefed consortium propose`.")],
+    resume: Annotated[
+        bool, typer.Option(help="Continue a started run whose aggregator stopped (crash, reboot) from its checkpoint.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Give up following after this many seconds.")] = 7200.0,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Start a proposed run on the standing SuperLink (`consortium superlink`) and follow it round by round.
+
+    The run starts only if a majority of its hospitals approved it; each approving hospital's node must be
+    running. With --resume a crashed run continues after its last checkpointed round, or ends as failed.
+    """
+    from rich.console import Console
+
+    from consortium.runs import follow_run, progress_line, saved_run_config, submit_run
+    from fabric_network.ledger import open_ledger
+    from federation.runtime import FlowerRuntime
+
+    state = state_dir.resolve()
+    if not (state / "flwr" / "config.toml").exists():
+        raise typer.BadParameter(f"no SuperLink was started from {state_dir}: run `carefed consortium superlink`")
+    try:
+        backend = str(saved_run_config(state, run_id).get("ledger-backend", "embedded"))
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="RUN") from None
+    with open_ledger(backend=backend, state_dir=state, org="consortium") as ledger:
+        status = ledger.evaluate("LineageContract:read_run", run_id)["status"]
+    if status != "proposed" and not (resume and status == "started"):
+        fix = "--resume continues it after a crash" if status == "started" else "propose a new run"
+        raise typer.BadParameter(f"run {run_id} is {status} already ({fix})", param_hint="RUN")
+    runtime = FlowerRuntime(state / "flwr")
+    flower_run = submit_run(runtime, state, run_id, resume=resume)
+    console = Console()
+    report = follow_run(runtime, state, run_id, flower_run, lambda r: console.print(progress_line(r)), timeout)
+    results = report.results
+    console.print(f"run {run_id}: {results['status']} after {len(results['rounds'])} rounds ({report.wall_s:.0f} s)")
+    for event in results["events"]:
+        console.print(f"  {event}")
+    if results["status"] != "completed":
+        raise typer.Exit(code=1)
+
+
+@consortium_app.command("runs")
+def runs(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = LedgerBackend.embedded,
+) -> None:
+    """The runs proposed from this state directory: their state on the ledger and their last round."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from consortium.runs import results_path, saved_run_ids
+    from fabric_network.ledger import LedgerError, open_ledger
+
+    if not (state_dir / "runs").is_dir():
+        raise typer.BadParameter(f"no run was proposed from {state_dir} (no runs/ in it)", param_hint="--state-dir")
+    table = Table("run", "ledger", "rounds", "last status")
+    with open_ledger(backend=backend.value, state_dir=state_dir.resolve(), org="consortium") as ledger:
+        for run_id in saved_run_ids(state_dir.resolve()):
+            try:
+                record = ledger.evaluate("LineageContract:read_run", run_id)
+                status = record["status"] + (f" ({record['end']['reason']})" if "end" in record else "")
+            except LedgerError:
+                status = "not on the ledger"
+            path = results_path(state_dir.resolve(), run_id)
+            results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"rounds": [], "status": ""}
+            table.add_row(run_id, status, str(len(results["rounds"])), str(results["status"]))
+    Console().print(table)

@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -95,13 +95,12 @@ def resume(
     """
     from rich.console import Console
 
+    from consortium.runs import progress_line
     from harness.local_consortium import resume_local_run
 
     console = Console()
     try:
-        report = resume_local_run(
-            state_dir, run_id, lambda results: console.print(_progress_line(results)) if results["rounds"] else None
-        )
+        report = resume_local_run(state_dir, run_id, lambda results: console.print(progress_line(results)))
     except (FileNotFoundError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="RUN / --state-dir") from None
     results = report.results
@@ -136,10 +135,3 @@ def keys_ceremony(
     for name, path in result.secret_contexts.items():
         console.print(f"secret context ({name}, mode 0600): {path}")
     console.print(f"key fingerprint {result.fingerprint}; parameters {result.parameters}")
-
-
-def _progress_line(results: dict[str, Any]) -> str:
-    last = results["rounds"][-1]
-    replayed = f", resent: {', '.join(last['replayed'])}" if last.get("replayed") else ""
-    dropped = f", dropped: {', '.join(last['dropped'])}" if last["dropped"] else ""
-    return f"round {last['round']}: {', '.join(last['participants'])}{replayed}{dropped} — {results['status']}"

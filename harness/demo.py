@@ -31,6 +31,7 @@ from rich.table import Table
 from compliance.credit import plot_credit
 from compliance.reports import credit_of_model, privacy_budget_report
 from consortium.registry import ModelRegistry
+from consortium.runs import RunReport
 from fabric_network.contracts.common import opaque_id
 from fabric_network.identities import hospital_names, msp_id_for
 from fabric_network.ledger import LedgerError, open_ledger
@@ -39,7 +40,6 @@ from harness.demo_data import DemoData, build_demo_data
 from harness.local_consortium import (
     HospitalPlan,
     LocalConsortium,
-    RunReport,
     RunRequest,
     set_up_consortium,
     stop_fabric_network,

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from consortium.proposals import PROJECT_DIR, register_query, register_run
+from consortium.runs import RunReport, follow_run, results_path, save_run_config, saved_run_config, submit_run
 from fabric_network.identities import init_identities, msp_id_for
 from fabric_network.ledger import Call, Ledger, LedgerError, open_ledger
 from federation.analytics import QuerySpec
 from federation.layout import node_dir_for
 from federation.model_artifact import ModelSpec
-from federation.runtime import FlowerRuntime, RunOutcome, RuntimeFailure
+from federation.runtime import FlowerRuntime, RuntimeFailure
 from federation.tls import ensure_superlink_tls
 from harness.key_ceremony import run_ceremony
 from hospital_node.config import DEFAULT_PURPOSE, NodeConfig
@@ -175,13 +176,6 @@ def propose_run(
             consortium.submit("LineageContract:start_run", run_id)
 
 
-@dataclass
-class RunReport:
-    outcome: RunOutcome
-    results: dict[str, Any]
-    wall_s: float
-
-
 class LocalConsortium:
     """A SuperLink and the hospitals' SuperNodes on localhost, for one or more runs."""
 
@@ -225,20 +219,18 @@ class LocalConsortium:
         """Submit a run, report progress after each round, wait for it to finish, return its results."""
         started = time.monotonic()
         flower_run = self.submit(request)
-        return self.follow(request.run_id, flower_run, on_progress, timeout_s, started)
+        return follow_run(self.runtime, self.state_dir, request.run_id, flower_run, on_progress, timeout_s, started)
 
     def submit(self, request: RunRequest) -> int:
-        """Propose the run, let the hospitals vote, start it through Flower; the Flower run id (`follow` it).
+        """Propose the run, let the hospitals vote, start it through Flower; the Flower run id (`follow_run` it).
 
-        The run config is kept beside the results (`runs/<run-id>.run-config.json`) so that `resume` can start
-        the same run again after a crash.
+        The run config is kept beside the results (`consortium.runs`) so that `resume` can start the same run
+        again after a crash.
         """
-        results_path = self._results_path(request.run_id)
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        results_path.unlink(missing_ok=True)
         config = {
-            **self._app_config(results_path, request.min_participants, request.round_timeout_s),
-            "run-id": request.run_id,
+            **self._app_config(
+                results_path(self.state_dir, request.run_id), request.min_participants, request.round_timeout_s
+            ),
             "num-rounds": request.rounds,
             "he": request.he,
             "epsilon": request.epsilon,
@@ -247,8 +239,8 @@ class LocalConsortium:
             **request.extra,
         }
         self.propose(request.run_id, config, request.votes)
-        _run_config_path(self.state_dir, request.run_id).write_text(json.dumps(config), encoding="utf-8")
-        return self.runtime.submit(PROJECT_DIR, config)
+        save_run_config(self.state_dir, request.run_id, config)
+        return submit_run(self.runtime, self.state_dir, request.run_id)
 
     def resume(
         self,
@@ -258,50 +250,9 @@ class LocalConsortium:
     ) -> RunReport:
         """Start a run whose aggregator stopped (crash, kill, reboot) again with `resume = true`: it continues
         after the last round it checkpointed, or ends the run as failed on the ledger (consortium.server_app)."""
-        config = {**saved_run_config(self.state_dir, run_id), "resume": True, "hold-after-round": 0}
         started = time.monotonic()
-        return self.follow(run_id, self.runtime.submit(PROJECT_DIR, config), on_progress, timeout_s, started)
-
-    def _results_path(self, run_id: str) -> Path:
-        return self.state_dir / "runs" / f"{run_id}.json"
-
-    def follow(
-        self,
-        run_id: str,
-        flower_run: int,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
-        timeout_s: float = 1800.0,
-        started: float | None = None,
-    ) -> RunReport:
-        """Report the run's progress after each round (releasing a hold), wait for it to end, return its results."""
-        results_path = self._results_path(run_id)
-        resume_path = results_path.with_suffix(".resume")
-        started = time.monotonic() if started is None else started
-        seen = ""
-
-        def poll() -> None:
-            nonlocal seen
-            if not results_path.exists():
-                return
-            text = results_path.read_text(encoding="utf-8")
-            if text == seen:
-                return
-            seen = text
-            results = json.loads(text)
-            if on_progress is not None:
-                on_progress(results)
-            if results.get("status", "").startswith("holding"):
-                resume_path.touch()
-
-        outcome = self.runtime.wait_for_run(flower_run, timeout_s, poll_s=0.5, on_poll=poll)
-        poll()
-        if not results_path.exists():
-            raise RuntimeFailure(
-                f"run {run_id} wrote no results ({outcome.status}: {outcome.details}); "
-                f"see {self.runtime.log_path('superlink')}"
-            )
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-        return RunReport(outcome, results, time.monotonic() - started)
+        flower_run = submit_run(self.runtime, self.state_dir, run_id, resume=True)
+        return follow_run(self.runtime, self.state_dir, run_id, flower_run, on_progress, timeout_s, started)
 
     def _app_config(self, results_path: Path, min_participants: int, timeout_s: float) -> dict[str, Any]:
         """The run-config keys every task of this consortium shares."""
@@ -357,16 +308,3 @@ def resume_local_run(
     with LocalConsortium(state_dir, hospitals, backend=str(config["ledger-backend"])) as consortium:
         consortium.start()
         return consortium.resume(run_id, on_progress)
-
-
-def _run_config_path(state_dir: Path, run_id: str) -> Path:
-    return state_dir / "runs" / f"{run_id}.run-config.json"
-
-
-def saved_run_config(state_dir: Path, run_id: str) -> dict[str, Any]:
-    """The run config a run was submitted with from this state directory (FileNotFoundError if none was)."""
-    path = _run_config_path(state_dir, run_id)
-    if not path.exists():
-        raise FileNotFoundError(f"no run {run_id} was started from {state_dir} ({path} is missing)")
-    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return config

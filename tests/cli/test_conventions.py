@@ -60,6 +60,8 @@ WITH_MISSING_STATE: dict[str, list[str]] = {
     "consortium propose": ["run-1", "--hospitals", "hospital-a,hospital-b", "--spec", "no-spec.json"],
     "consortium resume": ["run-1"],
     "consortium register-node": ["supernode-auth.pub"],
+    "consortium run": ["run-1"],
+    "consortium runs": [],
     "query": ["count", "--cohort", str(Path(__file__).resolve().parents[2] / "data/synthea-r4/cohort-alive.toml")],
 }
 #: Commands that create a state dir, or run until stopped: a missing state dir is not a mistake for them.

@@ -25,11 +25,12 @@ from typing import Any
 import psutil
 import pytest
 
+from consortium.runs import RunReport
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
 from federation.layout import node_dir_for
 from harness.demo_data import build_demo_data
-from harness.local_consortium import HospitalPlan, LocalConsortium, RunReport, RunRequest, set_up_consortium
+from harness.local_consortium import HospitalPlan, LocalConsortium, RunRequest, set_up_consortium
 
 # A three-round federation, a kill and a resume on 2 shared cores.
 pytestmark = pytest.mark.timeout(1500)

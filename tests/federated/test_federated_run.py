@@ -20,6 +20,7 @@ import pytest
 
 from consortium.keys import public_context_path
 from consortium.registry import ModelRegistry, TamperedModelError
+from consortium.runs import RunReport
 from fabric_network.contracts.common import opaque_id, snapshot_root
 from fabric_network.ledger import open_ledger
 from federation.layout import node_dir_for
@@ -27,7 +28,6 @@ from harness.demo_data import DemoData, build_demo_data
 from harness.local_consortium import (
     HospitalPlan,
     LocalConsortium,
-    RunReport,
     RunRequest,
     set_up_consortium,
     withdraw_consents,
