@@ -28,7 +28,6 @@ from carefed.options import (
     ReportFormat,
     Role,
     StateDir,
-    read_mrn,
 )
 from compliance.formats import ExportFormat
 
@@ -236,15 +235,12 @@ def _report(
 @report_app.command("access")
 def access(
     pseudonym: Annotated[
-        str | None, typer.Argument(help="The patient's pseudonym (64 hex characters); or give --mrn and --hospital.")
-    ] = None,
-    mrn: Annotated[
-        bool,
-        typer.Option(
-            "--mrn", help="Identify the patient by MRN at --hospital, read from stdin or a hidden prompt (never argv)."
+        str,
+        typer.Argument(
+            help="The patient's pseudonym (64 hex characters), or - to read it from stdin: at the hospital, "
+            "`carefed node pseudonym --hospital H < mrn.txt | carefed report access -`."
         ),
-    ] = False,
-    hospital: Annotated[str | None, typer.Option("--hospital", help="The hospital whose table maps the MRN.")] = None,
+    ],
     fmt: Format = ReportFormat.markdown,
     out: ReportOut = None,
     state_dir: StateDir = DEFAULT_STATE,
@@ -252,20 +248,18 @@ def access(
     org: Org = "consortium",
     role: Role = LedgerRole.admin,
 ) -> None:
-    """GDPR Art. 15: every run, round, model version, purpose and recipient that used a patient's data."""
+    """GDPR Art. 15: every run, round, model version, purpose and recipient that used a patient's data.
+
+    The compliance side knows patients only by pseudonym; the MRN → pseudonym lookup happens at the patient's
+    hospital (`carefed node pseudonym`), on the hospital's machine, where the table is.
+    """
+    import sys
+
     from compliance.reports import access_report
 
-    if (pseudonym is None) == (not mrn) or (mrn and hospital is None):
-        raise _fail("give either PSEUDONYM, or --mrn together with --hospital")
-    if mrn and hospital is not None:
-        from hospital_node.erasure import ErasureError, resolve_pseudonym
-
-        try:
-            pseudonym = resolve_pseudonym(state_dir, hospital, read_mrn(hospital))
-        except ErasureError as exc:
-            raise _fail(str(exc)) from None
-    assert pseudonym is not None
-    found = pseudonym
+    found = sys.stdin.readline().strip() if pseudonym == "-" else pseudonym
+    if not found:
+        raise _fail("no pseudonym on stdin: pipe `carefed node pseudonym --hospital H < mrn.txt` into it")
     _report(state_dir, backend, org, role, fmt, out, lambda ledger: access_report(ledger, found))
 
 

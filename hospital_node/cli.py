@@ -433,6 +433,22 @@ def forget(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
     )
 
 
+@node_app.command("pseudonym")
+def pseudonym(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """A patient's pseudonym at this hospital, for a GDPR access request (`carefed report access PSEUDONYM`).
+
+    The MRN is read from stdin or a hidden prompt, never argv; only the pseudonym is printed, so it can be piped:
+    `carefed node pseudonym --hospital H < mrn.txt | carefed report access -`.
+    """
+    from hospital_node.erasure import ErasureError, resolve_pseudonym
+
+    try:
+        typer.echo(resolve_pseudonym(state_dir, hospital, read_mrn(hospital)))
+    except ErasureError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from None
+
+
 he_key_app = typer.Typer(
     help="The consortium's CKKS key: draw it and seal it to the other hospitals, or accept the one sealed to you.",
     no_args_is_help=True,

@@ -41,9 +41,6 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 EXCEPTIONS = {
     # The command line composes every package's CLI; nothing imports it back.
     **{("carefed/cli.py", package): "the `carefed` command composes the CLIs" for package in PACKAGES},
-    # `carefed report access --mrn --hospital H` looks the MRN up in H's pseudonym table on H's machine before
-    # reading the ledger; a hospital-side command for it would remove this edge (issue [deploy]).
-    ("compliance/cli.py", "hospital_node"): "the MRN → pseudonym lookup of `report access --mrn`",
 }
 
 

@@ -29,6 +29,7 @@ WITH_MISSING_STATE: dict[str, list[str]] = {
     "node start": ["--hospital", "hospital-a"],
     "node status": ["--hospital", "hospital-a"],
     "node forget": ["--hospital", "hospital-a"],
+    "node pseudonym": ["--hospital", "hospital-a"],
     "node he-key create": [
         "--hospital",
         "hospital-a",
@@ -164,8 +165,8 @@ def test_mrns_are_never_accepted_on_the_command_line(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["node", "forget", "MRN-0001", "--hospital", "hospital-a"])
     assert result.exit_code == 2 and "unexpected extra argument" in result.output.lower()
-    result = runner.invoke(app, ["report", "access", "--mrn", "MRN-0001", "--hospital", "hospital-a"])
-    assert result.exit_code == 1 and "MRN-0001" not in result.output
+    result = runner.invoke(app, ["node", "pseudonym", "MRN-0001", "--hospital", "hospital-a"])
+    assert result.exit_code == 2 and "unexpected extra argument" in result.output.lower()
 
 
 def test_log_lines_are_json_for_a_collector(capsys: pytest.CaptureFixture[str]) -> None:

@@ -128,8 +128,10 @@ def _withdrawn_mrn(demo: DemoRun) -> str:
 
 def test_withdrawn_patient_report_shows_round_1_only_and_forget_unlinks_the_mrn(demo: DemoRun) -> None:
     mrn = _withdrawn_mrn(demo)
-    access = ["report", "access", "--mrn", "--hospital", "hospital-a", "--format", "json"]
-    code, output = demo.carefed(*access, stdin=mrn)
+    lookup = ["node", "pseudonym", "--hospital", "hospital-a"]
+    code, pseudonym = demo.carefed(*lookup, stdin=mrn)  # at the hospital: only the pseudonym leaves
+    assert code == 0 and mrn not in pseudonym, pseudonym
+    code, output = demo.carefed("report", "access", "-", "--format", "json", stdin=pseudonym)
     assert code == 0, output
     report = json.loads(output)
     assert [use["round"] for use in report["data_uses"]] == [1]
@@ -137,7 +139,7 @@ def test_withdrawn_patient_report_shows_round_1_only_and_forget_unlinks_the_mrn(
 
     code, output = demo.carefed("node", "forget", "--hospital", "hospital-a", stdin=mrn)
     assert code == 0, output
-    code, output = demo.carefed(*access, stdin=mrn)
+    code, output = demo.carefed(*lookup, stdin=mrn)
     assert code == 1 and "has no pseudonym for this patient" in output
     with PseudonymTable(node_dir_for(demo.state, "hospital-a") / "pseudonyms.sqlite") as table:
         assert table.lookup(mrn) is None

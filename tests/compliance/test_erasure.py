@@ -13,21 +13,12 @@ runner = CliRunner()
 
 
 def _access(scenario: Scenario, mrn: str) -> tuple[int, str]:
-    result = runner.invoke(
-        app,
-        [
-            "report",
-            "access",
-            "--mrn",
-            "--hospital",
-            "hospital-a",
-            "--format",
-            "json",
-            "--state-dir",
-            str(scenario.state_dir),
-        ],
-        input=mrn + "\n",
-    )
+    """The access request's two steps: the hospital maps the MRN to its pseudonym, the report reads the ledger."""
+    state = ["--state-dir", str(scenario.state_dir)]
+    lookup = runner.invoke(app, ["node", "pseudonym", "--hospital", "hospital-a", *state], input=mrn + "\n")
+    if lookup.exit_code != 0:
+        return lookup.exit_code, lookup.output
+    result = runner.invoke(app, ["report", "access", "-", "--format", "json", *state], input=lookup.output)
     return result.exit_code, result.output
 
 
