@@ -1,13 +1,14 @@
 """Crash recovery with real processes: a hospital's worker and then the whole consortium side die mid-run.
 
-One three-round run (SuperLink, three SuperNodes with TLS, their workers, the embedded ledger):
+One two-round run (SuperLink, three SuperNodes with TLS, their workers, the embedded ledger):
 - round 1: hospital-b's worker is SIGKILLed as it starts training. hospital-b must be recorded as dropped for
   round 1 and take part again from round 2 (its ClientApp runs the task itself while no worker listens).
 - round 2: hospital-c's SuperNode is stopped (SIGSTOP), so the round cannot end; once hospital-a and hospital-b
   have released their round-2 updates, the SuperLink is SIGKILLed (its ServerApp is left behind, as in a crash).
   Restarting the SuperLink must leave no process of the old run, the SuperNodes reconnect, and the run resumed
   with `resume = true` continues from the checkpoint of round 1: hospital-a and hospital-b resend the updates
-  they released (nothing charged twice), hospital-c trains, and round 3 completes with all three.
+  they released (nothing charged twice) — hospital-b back in the run after its worker died — hospital-c trains
+  (or resends, if it had trained before it stalled), and the run completes with all three.
 The ledger must then hold each round once, the run as completed, exactly one ε charge per hospital and round,
 and verify.
 """
@@ -32,7 +33,7 @@ from federation.layout import node_dir_for
 from harness.demo_data import build_demo_data
 from harness.local_consortium import HospitalPlan, LocalConsortium, RunRequest, set_up_consortium
 
-# A three-round federation, a kill and a resume on 2 shared cores.
+# A two-round federation, a kill and a resume on 2 shared cores.
 pytestmark = pytest.mark.timeout(1500)
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
@@ -82,7 +83,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     with LocalConsortium(state, HOSPITALS) as consortium:
         consortium.start()
         runtime = consortium.runtime
-        request = RunRequest(run_id, data.spec, rounds=3, min_participants=2, round_timeout_s=240.0, extra=TRAINING)
+        request = RunRequest(run_id, data.spec, rounds=2, min_participants=2, round_timeout_s=240.0, extra=TRAINING)
         consortium.submit(request)
         started = f"task train started: run {run_id} round 1".encode()
         _wait_for(lambda: started in runtime.log_path("worker-hospital-b").read_bytes(), "hospital-b starts round 1")
@@ -110,12 +111,11 @@ def test_the_resumed_run_completes_every_round(scenario: Scenario) -> None:
     assert scenario.report.outcome.completed, scenario.report.outcome
     assert results["status"] == "completed", results["events"]
     assert any("resuming run" in event and "after round 1" in event for event in results["events"]), results["events"]
-    first, second, third = results["rounds"]
+    first, second = results["rounds"]
     assert first["dropped"] and "hospital-b" not in first["participants"], "the killed worker's hospital dropped"
     assert sorted(second["participants"]) == HOSPITALS, "hospital-b rejoined the round after its worker died"
     # hospital-c may have trained round 2 before its SuperNode stalled: then it resends too.
     assert {"hospital-a", "hospital-b"} <= set(second["replayed"]), "released updates were resent, not retrained"
-    assert sorted(third["participants"]) == HOSPITALS
     assert results["final"]["model_id"] == f"{scenario.run_id}/model"
 
 
@@ -136,13 +136,13 @@ def test_no_round_is_charged_twice_and_the_ledger_verifies(scenario: Scenario) -
         verification = ledger.verify()
     assert run["status"] == "completed" and run["end"] == {
         "status": "completed",
-        "rounds_completed": 3,
+        "rounds_completed": 2,
         "reason": "completed",
     }
-    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert [r["round"] for r in rounds] == [1, 2]
     assert "HospitalBMSP" in rounds[0]["dropped"]
-    assert charges["HospitalAMSP"] == charges["HospitalCMSP"] == [1, 2, 3], "round 2 charged once, before the crash"
+    assert charges["HospitalAMSP"] == charges["HospitalCMSP"] == [1, 2], "round 2 charged once, before the crash"
     # hospital-b's worker died as round 1 started: before its charge (nothing spent) or after (the ε stays spent,
     # conservatively); either way never a second charge for a round.
-    assert charges["HospitalBMSP"] in ([2, 3], [1, 2, 3])
+    assert charges["HospitalBMSP"] in ([2], [1, 2])
     assert verification.ok
