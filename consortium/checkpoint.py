@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from federation.files import write_durably
 
 CHECKPOINT_FILE = "checkpoint.json"
 AGGREGATE_FILE = "aggregate.bin"
@@ -28,15 +29,6 @@ class CheckpointError(ValueError):
 def checkpoint_dir(state_dir: Path, run_id: str) -> Path:
     """Where the consortium keeps a run's checkpoint."""
     return state_dir / "consortium" / "runs" / run_id
-
-
-def _replace(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
 
 
 @dataclass(frozen=True)
@@ -56,14 +48,14 @@ class RunCheckpoint:
         whose hash no longer matches, and `load` says so instead of continuing from the wrong model."""
         directory = checkpoint_dir(state_dir, self.run_id)
         directory.mkdir(parents=True, exist_ok=True)
-        _replace(directory / AGGREGATE_FILE, self.aggregate)
+        write_durably(directory / AGGREGATE_FILE, self.aggregate)
         record = {
             "run_id": self.run_id,
             "round": self.last_round,
             "aggregate_sha256": hashlib.sha256(self.aggregate).hexdigest(),
             "rounds": list(self.rounds),
         }
-        _replace(directory / CHECKPOINT_FILE, json.dumps(record, sort_keys=True).encode())
+        write_durably(directory / CHECKPOINT_FILE, json.dumps(record, sort_keys=True).encode())
 
     @classmethod
     def load(cls, state_dir: Path, run_id: str) -> RunCheckpoint | None:

@@ -138,7 +138,7 @@ def run(
     """
     from rich.console import Console
 
-    from consortium.runs import follow_run, progress_line, saved_run_config, submit_run
+    from consortium.runs import follow_run, progress_line, saved_run_config, submit_run, summary_lines
     from fabric_network.ledger import open_ledger
     from federation.runtime import FlowerRuntime
 
@@ -158,11 +158,9 @@ def run(
     flower_run = submit_run(runtime, state, run_id, resume=resume)
     console = Console()
     report = follow_run(runtime, state, run_id, flower_run, lambda r: console.print(progress_line(r)), timeout)
-    results = report.results
-    console.print(f"run {run_id}: {results['status']} after {len(results['rounds'])} rounds ({report.wall_s:.0f} s)")
-    for event in results["events"]:
-        console.print(f"  {event}")
-    if results["status"] != "completed":
+    for line in summary_lines(run_id, report):
+        console.print(line)
+    if report.results["status"] != "completed":
         raise typer.Exit(code=1)
 
 

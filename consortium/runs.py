@@ -113,6 +113,13 @@ def follow_run(
     return RunReport(outcome, json.loads(path.read_text(encoding="utf-8")), time.monotonic() - started)
 
 
+def summary_lines(run_id: str, report: RunReport) -> list[str]:
+    """How a followed run ended, for people: its status, rounds and wall time, then the aggregator's events."""
+    results = report.results
+    head = f"run {run_id}: {results['status']} after {len(results['rounds'])} rounds ({report.wall_s:.0f} s)"
+    return [head, *(f"  {event}" for event in results["events"])]
+
+
 def progress_line(results: dict[str, Any]) -> str:
     """One line per round for people following a run: who took part, who resent, who dropped, the status."""
     if not results.get("rounds"):

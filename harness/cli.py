@@ -95,7 +95,7 @@ def resume(
     """
     from rich.console import Console
 
-    from consortium.runs import progress_line
+    from consortium.runs import progress_line, summary_lines
     from harness.local_consortium import resume_local_run
 
     console = Console()
@@ -103,11 +103,9 @@ def resume(
         report = resume_local_run(state_dir, run_id, lambda results: console.print(progress_line(results)))
     except (FileNotFoundError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="RUN / --state-dir") from None
-    results = report.results
-    console.print(f"run {run_id}: {results['status']} after {len(results['rounds'])} rounds ({report.wall_s:.0f} s)")
-    for event in results["events"]:
-        console.print(f"  {event}")
-    if results["status"] != "completed":
+    for line in summary_lines(run_id, report):
+        console.print(line)
+    if report.results["status"] != "completed":
         raise typer.Exit(code=1)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from fabric_network.ledger import Ledger, LedgerError, open_ledger
+from federation.files import write_durably
 from federation.messages import STATUS_DECLINED, STATUS_OK, RoundRequest
 from federation.model_artifact import ModelArtifact, ModelSpec
 from hospital_node.config import NodeConfig
@@ -288,24 +288,15 @@ def _kept_paths(node: NodeConfig, request: RoundRequest) -> tuple[Path, Path]:
     return stem.with_suffix(".json"), stem.with_suffix(".update")
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
-
-
 def _keep_reply(
     node: NodeConfig, request: RoundRequest, reply: dict[str, Any], payload: bytes, vouched: dict[str, Any]
 ) -> None:
     """Keep the round's reply (and the global model it was trained from) before it is vouched for and sent."""
     reply_path, update_path = _kept_paths(node, request)
     reply_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_durably(update_path, payload)
+    write_durably(update_path, payload)
     kept = {"from_aggregate_sha256": hashlib.sha256(request.aggregate).hexdigest(), "reply": reply, "vouched": vouched}
-    _write_durably(reply_path, json.dumps(kept).encode())
+    write_durably(reply_path, json.dumps(kept).encode())
 
 
 def _kept_reply(

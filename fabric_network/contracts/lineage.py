@@ -216,6 +216,13 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         run = await c.require_json(ctx, c.key(ctx, RUN, run_id), NO_RUN)
         return run
 
+    async def _started_run(self, ctx: TransactionContextInterface, run_id: str) -> dict[str, Any]:
+        """The run, refused unless it is started (proposed, completed and failed runs take no updates or rounds)."""
+        run = await self._run(ctx, run_id)
+        if run["status"] != "started":
+            raise c.ContractError(f"run_id: the run is {run['status']}, not started")
+        return run
+
     async def register_run(self, ctx: TransactionContextInterface, run_id: str, spec: str) -> dict[str, Any]:
         """Propose a training run (JSON ``spec``); it starts only after a majority of its hospitals approve it."""
         c.require_consortium(ctx)
@@ -275,9 +282,7 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         c.require_consortium(ctx)
         c.record_id("run_id", run_id)
         parsed = c.json_argument("outcome", outcome, END_SCHEMA)
-        run = await self._run(ctx, run_id)
-        if run["status"] != "started":
-            raise c.ContractError(f"run_id: the run is {run['status']}, not started")
+        run = await self._started_run(ctx, run_id)
         completed, planned = parsed["rounds_completed"], run.get("rounds", MAX_ROUNDS)
         if completed > planned:
             raise c.ContractError(f"outcome.rounds_completed: the run has {planned} rounds")
@@ -300,9 +305,7 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         hospital = c.require_hospital(ctx)
         c.record_id("run_id", run_id)
         parsed = c.json_argument("update", update, UPDATE_SCHEMA)
-        run = await self._run(ctx, run_id)
-        if run["status"] != "started":
-            raise c.ContractError(f"run_id: the run is {run['status']}, not started")
+        run = await self._started_run(ctx, run_id)
         if run["votes"].get(hospital) != "approve":
             raise c.ContractError(f"caller: {hospital} has not approved this run")
         number = parsed["round"]
@@ -370,9 +373,7 @@ class LineageContract(Contract):  # type: ignore[misc]  # the library ships no t
         c.require_consortium(ctx)
         c.record_id("run_id", run_id)
         parsed = c.json_argument("round_record", round_record, ROUND_SCHEMA)
-        run = await self._run(ctx, run_id)
-        if run["status"] != "started":
-            raise c.ContractError(f"run_id: the run is {run['status']}, not started")
+        run = await self._started_run(ctx, run_id)
         number = parsed["round"]
         state_key = _round_key(ctx, run_id, number)
         if await c.get_json(ctx, state_key) is not None:
