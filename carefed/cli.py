@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from api.cli import api_app
 from carefed import __version__
 from carefed.logs import configure_logging, level_for
-from carefed.options import ENV_LOG_FORMAT, LogFormat
+from carefed.options import DEFAULT_STATE_DIR, ENV_LOG_FORMAT, LogFormat, StateDir
 from compliance.cli import audit_app, report_app
 from consortium.cli import consortium_app, keys_app
 from fabric_network.cli import fabric_app, ledger_app
@@ -97,8 +97,46 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+org_app = typer.Typer(help="An organisation's own identities and keys (across hosts).", no_args_is_help=True)
+
+
+@org_app.command("init")
+def org_init(
+    org: Annotated[str, typer.Option("--org", help="consortium, or the hospital's name (e.g. hospital-a).")],
+    host: Annotated[str, typer.Option(help="The address other organisations dial here (named in TLS certificates).")],
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="A hospital's Fabric peer port [7051] (the consortium's ports: `up`)."),
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Create this organisation's keys on this machine (once); a hospital also writes its public org bundle.
+
+    Composed here because it is either side's command: the consortium's (consortium.site) or a hospital's
+    (hospital_node.site). No private key is ever written for another organisation.
+    """
+    from fabric_network.identities import CONSORTIUM_ORG, IdentityError, hospital_names
+
+    state = state_dir.resolve()
+    if org == CONSORTIUM_ORG:
+        from consortium.site import init_consortium
+
+        init_consortium(state, host)
+        typer.echo(f"consortium identities in {state / 'crypto'}; next: `carefed consortium add-hospital BUNDLE`")
+        return
+    from hospital_node.site import DEFAULT_PEER_PORT, init_hospital
+
+    try:
+        hospital_names([org])
+    except IdentityError as exc:
+        raise typer.BadParameter(str(exc).replace("--hospitals", "--org"), param_hint="--org") from None
+    bundle = init_hospital(state, org, host, port or DEFAULT_PEER_PORT)
+    typer.echo(f"{org}'s keys in {state} (private, mode 0700/0600); send the consortium its org bundle {bundle}")
+
+
 app.command("demo")(demo)
 app.command("query")(query)
+app.add_typer(org_app, name="org")
 app.add_typer(node_app, name="node")
 consortium_app.command("resume")(resume)
 app.add_typer(consortium_app, name="consortium")

@@ -1,7 +1,7 @@
 """`carefed consortium …` and `carefed keys …`: the consortium operator's commands."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,21 +12,52 @@ consortium_app = typer.Typer(help="Run the consortium's SuperLink and training r
 keys_app = typer.Typer(help="CKKS key ceremony for the hospitals and the aggregator.", no_args_is_help=True)
 
 
+Host = Annotated[str, typer.Option(help="Address to listen on: 0.0.0.0 serves hospitals on other machines.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="Port of the Fleet, Control and Runtime APIs.")]
+San = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--san",
+        help="A DNS name or IP address the hospitals use to reach this SuperLink (repeatable); the TLS "
+        "certificate names it (loopback is always named).",
+    ),
+]
+
+
+def _serve_superlink(
+    state: Path, host: str, port: int, sans: tuple[str, ...], *, auth: bool, insecure: bool, started: Any = None
+) -> None:
+    """Run the SuperLink (TLS with the consortium CA unless insecure) until Ctrl-C or SIGTERM, then stop it and
+    everything it started; ``started(runtime, tls)`` runs once it is healthy."""
+    import time
+
+    from federation.runtime import FlowerRuntime
+    from federation.tls import ensure_superlink_tls
+
+    tls = None if insecure else ensure_superlink_tls(state / "consortium" / "tls", sans)
+    runtime = FlowerRuntime(state / "flwr", tls=tls, superlink_host=host, supernode_auth=auth and not insecure)
+    with runtime:
+        address = runtime.start_superlink(port=port)
+        typer.echo(
+            f"SuperLink on {host}:{port} (this machine: {address})"
+            + ("" if tls is None else f"; hospitals need CA {tls.ca_cert}")
+            + ("; SuperNode authentication on" if runtime.supernode_auth else "")
+        )
+        if started is not None:
+            started(runtime, tls)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            typer.echo("stopping")
+
+
 @consortium_app.command("superlink")
 def superlink(
     state_dir: StateDir = DEFAULT_STATE_DIR,
-    host: Annotated[
-        str, typer.Option(help="Address to listen on: 0.0.0.0 serves hospitals on other machines.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the Fleet, Control and Runtime APIs.")] = 9092,
-    san: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--san",
-            help="A DNS name or IP address the hospitals use to reach this SuperLink (repeatable); the TLS "
-            "certificate names it (loopback is always named).",
-        ),
-    ] = None,
+    host: Host = "127.0.0.1",
+    port: Port = 9092,
+    san: San = None,
     supernode_auth: Annotated[
         bool,
         typer.Option(help="Accept only SuperNodes whose public key was registered (`consortium register-node`)."),
@@ -36,27 +67,99 @@ def superlink(
     ] = False,
 ) -> None:
     """Start the consortium's SuperLink (TLS with the consortium CA) and keep it running until Ctrl-C or SIGTERM."""
-    import time
+    _serve_superlink(state_dir.resolve(), host, port, tuple(san or ()), auth=supernode_auth, insecure=insecure)
 
+
+@consortium_app.command("add-hospital")
+def add_hospital(
+    bundle: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="The hospital's org bundle (`carefed org init` wrote it).")
+    ],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Admit a hospital from its public org bundle: a channel member, a registered SuperNode key, its transport key."""
+    from consortium.site import add_hospital as admit
+    from federation.bundles import HospitalBundle, read_bundle
+
+    admitted = read_bundle(bundle, HospitalBundle)
+    added = admit(state_dir.resolve(), admitted)
+    typer.echo(f"{admitted.org} {'admitted' if added else 'was admitted already'}; next: `carefed consortium up`")
+
+
+@consortium_app.command("up")
+def up(
+    host: Annotated[str, typer.Option(help="This machine's address the hospitals dial (in the TLS certificates).")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    port: Port = 9092,
+    orderer_port: Annotated[
+        int, typer.Option(min=1, max=65533, help="The orderer's port (+1, +2 on loopback).")
+    ] = 7050,
+    san: San = None,
+) -> None:
+    """Create the channel from the admitted hospitals (once), start the orderer and the SuperLink, write the join
+    bundle for the hospitals; run until Ctrl-C or SIGTERM, then stop them all."""
+    from consortium.site import register_supernodes, write_join_bundle
+    from fabric_network.fabric import network, sites
+    from fabric_network.fabric.install import default_fabric_home
     from federation.runtime import FlowerRuntime
-    from federation.tls import ensure_superlink_tls
+    from federation.tls import SuperLinkTls
 
-    tls = None if insecure else ensure_superlink_tls(state_dir.resolve() / "consortium" / "tls", tuple(san or ()))
-    runtime = FlowerRuntime(
-        state_dir.resolve() / "flwr", tls=tls, superlink_host=host, supernode_auth=supernode_auth and not insecure
-    )
-    with runtime:
-        address = runtime.start_superlink(port=port)
-        typer.echo(
-            f"SuperLink on {host}:{port} (this machine: {address})"
-            + ("" if tls is None else f"; hospitals need CA {tls.ca_cert}")
-            + ("; SuperNode authentication on" if runtime.supernode_auth else "")
-        )
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            typer.echo("stopping")
+    state = state_dir.resolve()
+    home = default_fabric_home()
+    sites.create_channel(state, home, host, orderer_port)
+    try:
+        sites.start_consortium_orderer(state, home)
+        typer.echo(f"orderer on {host}:{orderer_port}, channel {network.CHANNEL}")
+
+        def started(runtime: FlowerRuntime, tls: SuperLinkTls) -> None:
+            registered = register_supernodes(state, runtime)
+            typer.echo(f"SuperNode keys registered: {', '.join(registered) or 'none new'}")
+            typer.echo(f"join bundle for the hospitals: {write_join_bundle(state, f'{host}:{port}', tls)}")
+
+        _serve_superlink(state, "0.0.0.0", port, (host, *(san or ())), auth=True, insecure=False, started=started)
+    finally:
+        network.down(state)
+
+
+@consortium_app.command("init-ledger")
+def init_ledger(
+    epsilon_limit: Annotated[
+        float, typer.Option("--epsilon-limit", min=0.0, help="Each hospital's DP budget limit ε for the purpose.")
+    ],
+    purpose: Annotated[str, typer.Option(help="The purpose of use the limit is for.")] = "HRESCH",
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Record the channel's hospitals as the consortium's voting members and set each one's ε limit (once the
+    hospitals' nodes have started: the ledger answers when all of them approved the chaincode)."""
+    from fabric_network.fabric import sites
+    from fabric_network.ledger import open_ledger
+
+    state = state_dir.resolve()
+    hospitals = sites.channel_definition(state).members
+    with open_ledger(backend="fabric", state_dir=state, org="consortium") as ledger:
+        if not ledger.evaluate("GovernanceContract:read_members")["hospitals"]:
+            ledger.submit("GovernanceContract:init_members", [h.msp_id for h in hospitals])
+        for hospital in hospitals:
+            ledger.submit("PrivacyBudgetContract:set_budget_limit", hospital.msp_id, purpose, repr(epsilon_limit))
+    typer.echo(f"members: {', '.join(h.name for h in hospitals)}; ε limit {epsilon_limit} each for {purpose}")
+
+
+@consortium_app.command("install-he-key")
+def install_he_key(
+    outbox: Annotated[
+        Path, typer.Argument(metavar="OUTBOX", help="public.ctx and ceremony.json from the creating hospital.")
+    ],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    backend: Backend = LedgerBackend.fabric,
+) -> None:
+    """Take the consortium's HE public context, once the ledger confirms the creating hospital recorded it."""
+    from consortium.keys import install_public_context
+    from fabric_network.ledger import open_ledger
+
+    state = state_dir.resolve()
+    with open_ledger(backend=backend.value, state_dir=state, org="consortium") as ledger:
+        path = install_public_context(state, outbox, ledger)
+    typer.echo(f"public context installed at {path} (no secret key)")
 
 
 @consortium_app.command("register-node")
@@ -88,6 +191,12 @@ def propose(
     spec: Annotated[Path, typer.Option("--spec", help="The model spec JSON (features and their ranges).")],
     rounds: Annotated[int, typer.Option("--rounds", min=1)] = 3,
     epsilon: Annotated[float, typer.Option("--epsilon", help="DP target ε per hospital for the whole run.")] = 3.0,
+    min_hospitals: Annotated[
+        int, typer.Option("--min-hospitals", min=1, help="Fewest hospitals a round may aggregate.")
+    ] = 2,
+    round_timeout: Annotated[
+        float, typer.Option("--round-timeout", min=1, help="Seconds a round waits for a hospital before dropping it.")
+    ] = 120.0,
     state_dir: StateDir = DEFAULT_STATE_DIR,
     backend: Backend = LedgerBackend.embedded,
 ) -> None:
@@ -111,6 +220,8 @@ def propose(
         "hospitals": ",".join(names),
         "num-rounds": rounds,
         "epsilon": epsilon,
+        "min-participants": min_hospitals,
+        "round-timeout": round_timeout,
         "spec": spec.read_text(),
         "ledger-backend": backend.value,
     }

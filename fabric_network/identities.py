@@ -30,7 +30,8 @@ Certificates: ECDSA P-256 keys (PKCS#8 PEM, file mode 0600), SHA-256 signatures 
 MSP re-encodes a high-S certificate signature, after which a Raft consenter's certificate no longer equals the
 node's own TLS certificate), subject key identifiers, authority key identifiers. Every TLS certificate carries
 the SANs of its host name, its short name, ``localhost`` and ``127.0.0.1`` (cryptogen only adds the first two;
-the Fabric gateway dials whatever endpoint the channel reports). ``msp/config.yaml`` enables NodeOUs with the
+the Fabric gateway dials whatever endpoint the channel reports), plus the host names and addresses given to
+``carefed org init --host``. ``msp/config.yaml`` enables NodeOUs with the
 OU identifiers client, peer, admin and orderer against the org's CA certificate.
 """
 
@@ -56,6 +57,7 @@ CONSORTIUM_ORG = "consortium"
 DOMAIN_SUFFIX = "carefed.local"
 CERT_VALIDITY = dt.timedelta(days=3650)
 MANIFEST_NAME = "consortium.json"
+ORG_MANIFEST_NAME = "org.json"  # one organisation's own identities (`carefed org init`, across hosts)
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HOSPITAL_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
@@ -267,16 +269,18 @@ def _issue(
     )
     if tls_hosts:
         sans: list[x509.GeneralName] = []
-        for host in dict.fromkeys((*tls_hosts, "localhost")):
-            sans.append(x509.DNSName(host))
-        sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+        for host in dict.fromkeys((*tls_hosts, "localhost", "127.0.0.1")):
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False).add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
         )
     return _sign_low_s(builder, ca.key), key
 
 
-def _node_ou_config(ca_cert_file: str) -> str:
+def node_ou_config(ca_cert_file: str) -> str:
     """``msp/config.yaml`` as cryptogen writes it with ``EnableNodeOUs: true``."""
     lines = ["NodeOUs:", "  Enable: true"]
     for field, ou in (("Client", "client"), ("Peer", "peer"), ("Admin", "admin"), ("Orderer", "orderer")):
@@ -293,7 +297,7 @@ def _write_msp_base(msp_dir: Path, domain: str, ca: _Authority, tlsca: _Authorit
     ca_file = f"ca.{domain}-cert.pem"
     _write_cert(msp_dir / "cacerts" / ca_file, ca.cert)
     _write_cert(msp_dir / "tlscacerts" / f"tlsca.{domain}-cert.pem", tlsca.cert)
-    (msp_dir / "config.yaml").write_text(_node_ou_config(ca_file))
+    (msp_dir / "config.yaml").write_text(node_ou_config(ca_file))
 
 
 def _write_identity(
@@ -320,7 +324,11 @@ def _write_identity(
     return IdentityPaths(name=name, role=role, msp_dir=str(msp_dir), tls_dir=str(tls_dir))
 
 
-def _write_org(crypto_dir: Path, name: str, kind: Literal["orderer", "peer"], now: dt.datetime) -> OrgMaterial:
+def _write_org(
+    crypto_dir: Path, name: str, kind: Literal["orderer", "peer"], now: dt.datetime, hosts: Sequence[str] = ()
+) -> OrgMaterial:
+    """One organisation's CAs and identities; ``hosts`` are the further names and addresses its node's TLS
+    certificate must carry (the host others dial across the network)."""
     domain = f"{name}.{DOMAIN_SUFFIX}"
     org_dir = crypto_dir / ("ordererOrganizations" if kind == "orderer" else "peerOrganizations") / domain
     ca = _make_ca(domain, f"ca.{domain}", now)
@@ -334,7 +342,7 @@ def _write_org(crypto_dir: Path, name: str, kind: Literal["orderer", "peer"], no
     node_name = f"orderer.{domain}" if kind == "orderer" else f"peer0.{domain}"
     node_dir = org_dir / ("orderers" if kind == "orderer" else "peers") / node_name
     short_name = node_name.split(".", 1)[0]
-    node = _write_identity(node_dir, node_name, kind, domain, ca, tlsca, now, (node_name, short_name))
+    node = _write_identity(node_dir, node_name, kind, domain, ca, tlsca, now, (node_name, short_name, *hosts))
     admin_name = f"Admin@{domain}"
     admin = _write_identity(org_dir / "users" / admin_name, admin_name, "admin", domain, ca, tlsca, now, (admin_name,))
     user_name = f"User1@{domain}"
@@ -387,6 +395,43 @@ def init_identities(state_dir: Path, hospitals: Sequence[str]) -> ConsortiumMate
     material = ConsortiumMaterial(crypto_dir=str(crypto_dir), orderer=orderer, hospitals=orgs)
     manifest.write_text(json.dumps(asdict(material), indent=2) + "\n")  # written last: marks a complete init
     return material
+
+
+def init_org(state_dir: Path, name: str, kind: Literal["orderer", "peer"], hosts: Sequence[str]) -> OrgMaterial:
+    """One organisation's own CAs and identities on its own machine (``carefed org init``): across hosts no
+    command ever writes another organisation's key. Like :func:`init_identities`, an existing org is returned
+    and never regenerated (its signatures are on the ledger); another org's name is an error."""
+    crypto_dir = crypto_dir_of(state_dir)
+    manifest = crypto_dir / ORG_MANIFEST_NAME
+    if manifest.exists():
+        existing = load_org(state_dir)
+        if existing.name != name:
+            raise IdentityError(
+                f"--org: {crypto_dir} already holds the identities of {existing.name!r}; one state directory "
+                "is one organisation (use another --state-dir)"
+            )
+        return existing
+    if crypto_dir.exists() and any(crypto_dir.iterdir()):
+        raise IdentityError(
+            f"--state-dir: {crypto_dir} holds other identities (a one-machine `carefed ledger init`, or an "
+            f"interrupted init); use an empty --state-dir for {name}"
+        )
+    material = _write_org(crypto_dir, name, kind, dt.datetime.now(dt.UTC), hosts)
+    manifest.write_text(json.dumps(asdict(material), indent=2) + "\n")  # written last: marks a complete init
+    return material
+
+
+def load_org(state_dir: Path) -> OrgMaterial:
+    """The organisation ``carefed org init`` created in this state directory."""
+    manifest = crypto_dir_of(state_dir) / ORG_MANIFEST_NAME
+    if not manifest.exists():
+        raise IdentityError(f"--state-dir: no organisation in {manifest.parent}; run `carefed org init` first")
+    return _org_from_json(json.loads(manifest.read_text()))
+
+
+def is_org_site(state_dir: Path) -> bool:
+    """Whether this state directory holds one organisation (across hosts) rather than a one-machine consortium."""
+    return (crypto_dir_of(state_dir) / ORG_MANIFEST_NAME).exists()
 
 
 def _identity_from_json(data: dict[str, str]) -> IdentityPaths:

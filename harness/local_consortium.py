@@ -30,10 +30,9 @@ from federation.runtime import FlowerRuntime, RuntimeFailure
 from federation.tls import ensure_superlink_tls
 from harness.key_ceremony import run_ceremony
 from hospital_node.config import DEFAULT_PURPOSE, NodeConfig
+from hospital_node.consent import record_consents
 from hospital_node.governance import vote
 from hospital_node.pseudonyms import PseudonymTable
-
-CONSENT_VALID_FROM = "2020-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -47,24 +46,6 @@ class HospitalPlan:
     epsilon_limit: float
     eval_data: Path | None = None
     drop_bad_rows: bool = False
-
-
-def record_consents(ledger: Ledger, table: PseudonymTable, mrns: Iterable[str], purpose: str) -> dict[str, str]:
-    """Give each MRN a pseudonym (if new) and record its active consent for `purpose`; returns MRN → pseudonym."""
-    pseudonyms = table.assign(mrns)
-    calls = [
-        Call(
-            "ConsentContract:record_consent",
-            (pseudonym, purpose, "research", CONSENT_VALID_FROM, ""),
-            idempotency_key=f"consent:{pseudonym}:{purpose}",
-        )
-        for pseudonym in pseudonyms.values()
-    ]
-    for start in range(0, len(calls), 500):
-        for outcome in ledger.submit_batch(calls[start : start + 500]):
-            if isinstance(outcome, LedgerError):
-                raise outcome
-    return pseudonyms
 
 
 def withdraw_consents(ledger: Ledger, table: PseudonymTable, mrns: Iterable[str], purpose: str) -> list[str]:

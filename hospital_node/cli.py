@@ -26,25 +26,6 @@ def _node_dir(state_dir: Path, hospital: str) -> Path:
     return node_dir_for(state_dir, hospital).resolve()
 
 
-def _write_supernode_auth_key(keys_dir: Path) -> Path:
-    """An EC P-256 key pair in OpenSSH format: what `flwr supernode register` and `--auth-supernode-private-key` use."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    private = keys_dir / "supernode-auth"
-    if private.exists():
-        return private
-    key = ec.generate_private_key(ec.SECP256R1())
-    private.touch(mode=0o600)
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    )
-    private.with_suffix(".pub").write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    )
-    return private
-
-
 @node_app.command("init")
 def init(
     hospital: Hospital,
@@ -64,6 +45,7 @@ def init(
     from hospital_node.config import NodeConfig
     from hospital_node.he_keys import ensure_transport_key
     from hospital_node.pseudonyms import PseudonymTable
+    from hospital_node.site import ensure_supernode_auth_key
 
     try:
         hospital_names([hospital])
@@ -89,7 +71,7 @@ def init(
     config_path = node.save()
     node.keys_dir.mkdir(parents=True, exist_ok=True)
     node.keys_dir.chmod(0o700)
-    auth_key = _write_supernode_auth_key(node.keys_dir)
+    auth_key = ensure_supernode_auth_key(node.keys_dir)
     transport_key = ensure_transport_key(node.keys_dir)
     PseudonymTable(node.pseudonym_table).close()
     typer.echo(f"wrote {config_path}")
@@ -267,48 +249,117 @@ def check(
         raise typer.Exit(code=1)
 
 
+@node_app.command("join")
+def join(
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="The consortium's join bundle (`consortium up`).")],
+    hospital: Hospital,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Join the consortium of a join bundle: its channel, its SuperLink (TLS, this node's registered key)."""
+    from federation.bundles import JoinBundle, read_bundle
+    from hospital_node.site import join as join_site
+
+    node = join_site(state_dir.resolve(), hospital, read_bundle(bundle, JoinBundle))
+    typer.echo(f"{hospital} joined: SuperLink {node.superlink} (TLS), ledger on Fabric; next `carefed node start`")
+
+
+def _start_fabric_peer(state_dir: Path, timeout_s: float) -> None:
+    """The hospital's Fabric peer and chaincode server (across hosts), until the ledger answers."""
+    from fabric_network.fabric import sites
+    from fabric_network.fabric.install import default_fabric_home
+
+    waiting = sites.start_hospital_peer(state_dir, default_fabric_home())
+    if waiting:
+        typer.echo(f"ledger: {waiting}; waiting (every hospital's `node start` approves it)")
+    sites.wait_ready(state_dir, timeout_s)
+    typer.echo("ledger: ready (the chaincode answers, a majority of hospitals can endorse)")
+
+
 @node_app.command("start")
-def start(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
-    """Start the node's worker and its SuperNode (connecting out to the SuperLink); run until Ctrl-C."""
+def start(
+    hospital: Hospital,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    ledger_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the ledger (all hospitals approving the chaincode).")
+    ] = 900.0,
+) -> None:
+    """Start the node's worker and its SuperNode (connecting out to the SuperLink) — after a joined node's Fabric
+    peer and chaincode server; run until Ctrl-C or SIGTERM, then stop them all."""
     import sys
     import time
 
     from carefed import __version__
+    from fabric_network.fabric import network
+    from fabric_network.fabric.sites import CHANNEL_FILE
     from federation.runtime import FlowerRuntime
     from hospital_node.config import NodeConfig
     from hospital_node.heartbeat import Heartbeat
 
     node = NodeConfig.load(_node_dir(state_dir, hospital))
-    with FlowerRuntime(node.node_dir / "flwr") as runtime:
-        worker_argv = [sys.executable, "-m", "hospital_node.worker", str(node.node_dir)]
-        worker = runtime.spawn("worker", worker_argv)
-        runtime.start_supernode(
-            hospital,
-            {"hospital": hospital, "node-dir": str(node.node_dir)},
-            superlink=node.superlink,
-            root_certificates=None if node.insecure else node.root_certificates,
-            # SuperNode authentication (TLS only): the consortium registered this key's public half.
-            auth_key=None if node.insecure or not node.supernode_auth_key.exists() else node.supernode_auth_key,
-        )
-        typer.echo(f"{hospital}: SuperNode → {node.superlink}; logs in {runtime.home / 'logs'}")
-        heartbeat = Heartbeat.from_environment(__version__)  # the service's nodes page; None without a service
-        if heartbeat is not None:
-            heartbeat.start("idle")
-        try:
-            while runtime.supernodes[hospital].poll() is None:
-                if worker.poll() is not None:  # a crashed worker costs the hospital one round, not the node
-                    typer.echo(f"worker exited with code {worker.returncode}; restarting it", err=True)
-                    time.sleep(5)
-                    worker = runtime.spawn("worker", worker_argv)
-                time.sleep(1)
-            typer.echo("the SuperNode exited; see the logs", err=True)
+    joined = (network.Layout.of(state_dir.resolve()).root / CHANNEL_FILE).exists()
+    try:
+        if joined:
+            _start_fabric_peer(state_dir.resolve(), ledger_timeout)
+        with FlowerRuntime(node.node_dir / "flwr") as runtime:
+            worker_argv = [sys.executable, "-m", "hospital_node.worker", str(node.node_dir)]
+            worker = runtime.spawn("worker", worker_argv)
+            runtime.start_supernode(
+                hospital,
+                {"hospital": hospital, "node-dir": str(node.node_dir)},
+                superlink=node.superlink,
+                root_certificates=None if node.insecure else node.root_certificates,
+                # SuperNode authentication (TLS only): the consortium registered this key's public half.
+                auth_key=None if node.insecure or not node.supernode_auth_key.exists() else node.supernode_auth_key,
+            )
+            typer.echo(f"{hospital}: SuperNode → {node.superlink}; logs in {runtime.home / 'logs'}")
+            heartbeat = Heartbeat.from_environment(__version__)  # the service's nodes page; None without a service
             if heartbeat is not None:
-                heartbeat.stop("failed")
-            raise typer.Exit(code=1)
-        except KeyboardInterrupt:
-            typer.echo("stopping")
-            if heartbeat is not None:
-                heartbeat.stop("stopped")
+                heartbeat.start("idle")
+            try:
+                while runtime.supernodes[hospital].poll() is None:
+                    if worker.poll() is not None:  # a crashed worker costs the hospital one round, not the node
+                        typer.echo(f"worker exited with code {worker.returncode}; restarting it", err=True)
+                        time.sleep(5)
+                        worker = runtime.spawn("worker", worker_argv)
+                    time.sleep(1)
+                typer.echo("the SuperNode exited; see the logs", err=True)
+                if heartbeat is not None:
+                    heartbeat.stop("failed")
+                raise typer.Exit(code=1)
+            except KeyboardInterrupt:
+                typer.echo("stopping")
+                if heartbeat is not None:
+                    heartbeat.stop("stopped")
+    finally:
+        if joined:
+            network.down(state_dir.resolve())
+
+
+@node_app.command("consent")
+def consent(
+    mrns: Annotated[Path, typer.Argument(metavar="MRNS", help="One MRN per line ('-' reads standard input).")],
+    hospital: Hospital,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Record these patients' active consent for the node's purpose (pseudonyms on the ledger, MRNs stay here)."""
+    import sys
+
+    from fabric_network.ledger import open_ledger
+    from hospital_node.config import NodeConfig
+    from hospital_node.consent import record_consents
+    from hospital_node.pseudonyms import PseudonymTable
+
+    node = NodeConfig.load(_node_dir(state_dir, hospital))
+    text = sys.stdin.read() if str(mrns) == "-" else mrns.read_text(encoding="utf-8")
+    wanted = [line.strip() for line in text.splitlines() if line.strip()]
+    if not wanted:
+        raise typer.BadParameter(f"{mrns} lists no MRN (one per line)", param_hint="MRNS")
+    with (
+        open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=hospital) as ledger,
+        PseudonymTable(node.pseudonym_table) as table,
+    ):
+        recorded = record_consents(ledger, table, wanted, node.purpose)
+    typer.echo(f"{len(recorded)} consents recorded for {node.purpose} by {hospital}")
 
 
 RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id of the proposal on the ledger.")]
@@ -531,3 +582,5 @@ def he_key_accept(
         f"installed key {held.get('key_id')} from {held.get('creator')} at {path} (mode 0600); "
         f"acceptance recorded on the ledger by {ledger.msp_id}"
     )
+
+

@@ -9,9 +9,10 @@ the round's lineage: a later withdrawal changes the next round's root, which is 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fabric_network.ledger import Ledger, LedgerError
+from fabric_network.ledger import Call, Ledger, LedgerError
 from hospital_node.data import PatientRecords
 from hospital_node.pseudonyms import PseudonymTable
 
@@ -57,3 +58,24 @@ def select_consented(
         snapshot_root=str(snapshot["root"]),
         excluded=len(records) - len(selected),
     )
+
+
+CONSENT_VALID_FROM = "2020-01-01T00:00:00Z"
+
+
+def record_consents(ledger: Ledger, table: PseudonymTable, mrns: Iterable[str], purpose: str) -> dict[str, str]:
+    """Give each MRN a pseudonym (if new) and record its active consent for `purpose`; returns MRN → pseudonym."""
+    pseudonyms = table.assign(mrns)
+    calls = [
+        Call(
+            "ConsentContract:record_consent",
+            (pseudonym, purpose, "research", CONSENT_VALID_FROM, ""),
+            idempotency_key=f"consent:{pseudonym}:{purpose}",
+        )
+        for pseudonym in pseudonyms.values()
+    ]
+    for start in range(0, len(calls), 500):
+        for outcome in ledger.submit_batch(calls[start : start + 500]):
+            if isinstance(outcome, LedgerError):
+                raise outcome
+    return pseudonyms

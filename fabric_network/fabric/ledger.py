@@ -289,18 +289,30 @@ class FabricLedger(Ledger):
 
 
 def open_fabric_ledger(settings: LedgerSettings) -> FabricLedger:
-    """The factory ``open_ledger`` uses for ``backend = "fabric"``: the network `carefed fabric up` started in
-    ``settings.state_dir``, as ``settings.org``'s identity in ``settings.role``, through that org's peer."""
+    """The factory ``open_ledger`` uses for ``backend = "fabric"``, as ``settings.org``'s identity in
+    ``settings.role``: on one machine the network `carefed fabric up` started in ``settings.state_dir``
+    (through that org's peer); across hosts the organisation whose own state directory it is (fabric/sites.py)."""
+    from fabric_network.fabric import sites
     from fabric_network.fabric.network import NetworkError, connect
-    from fabric_network.identities import IdentityError, load_consortium
+    from fabric_network.identities import IdentityError, is_org_site, load_consortium, load_org
 
     try:
+        if is_org_site(settings.state_dir):
+            own = load_org(settings.state_dir)
+            if settings.org not in (own.name, own.msp_id):
+                raise LedgerConfigError(
+                    f"org: {settings.state_dir} holds the identities of {own.name} only, not of {settings.org!r}; "
+                    f"use --org {own.name} or the state directory of {settings.org}"
+                )
+            return FabricLedger(
+                sites.connect_site(settings.state_dir, settings.role), sites.orderer_trust(settings.state_dir)
+            )
         consortium = load_consortium(settings.state_dir)
         org = consortium.org(settings.org)
         # The consortium org has no peer of its own: it reaches the channel through the first hospital's gateway.
         via = org.name if org.kind == "peer" else consortium.hospitals[0].name
         gateway = connect(settings.state_dir, via, settings.role, identity_org=org.name)
-    except (IdentityError, NetworkError) as exc:
+    except (IdentityError, NetworkError, sites.SiteError) as exc:
         raise LedgerConfigError(str(exc)) from None
     trust = OrdererTrust(consortium.orderer.msp_id, Path(consortium.orderer.ca_cert).read_bytes())
     return FabricLedger(gateway, trust)

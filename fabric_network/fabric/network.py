@@ -68,10 +68,46 @@ GOSSIP_TIMING = {
     "CORE_PEER_GOSSIP_REQUESTSTATEINFOINTERVAL": "1s",
 }
 LOCALHOST = "127.0.0.1"
+ANY_ADDRESS = "0.0.0.0"  # Fabric nodes serve other hosts; docs/deployment.md lists the ports to open
 
 
 class NetworkError(RuntimeError):
     """``fabric up/status/down`` cannot proceed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class OrdererPorts:
+    """An orderer's ports: its gRPC endpoint, then the channel participation (admin) and operations ports."""
+
+    orderer: int
+
+    @property
+    def admin(self) -> int:
+        return self.orderer + 1
+
+    @property
+    def operations(self) -> int:
+        return self.orderer + 2
+
+
+@dataclass(frozen=True)
+class PeerPorts:
+    """A peer's ports: its gRPC endpoint, then its chaincode listener, operations port and chaincode server."""
+
+    peer: int
+
+    @property
+    def chaincode(self) -> int:
+        """The peer's own chaincode listener (unused with CCaaS, but a peer binds it anyway)."""
+        return self.peer + 1
+
+    @property
+    def operations(self) -> int:
+        return self.peer + 2
+
+    @property
+    def chaincode_server(self) -> int:
+        return self.peer + 3
 
 
 @dataclass(frozen=True)
@@ -88,38 +124,28 @@ class PortPlan:
     def orderer(self) -> int:
         return self.base
 
-    @property
-    def orderer_admin(self) -> int:
-        return self.base + 1
+    def orderer_ports(self) -> OrdererPorts:
+        return OrdererPorts(self.base)
 
-    @property
-    def orderer_operations(self) -> int:
-        return self.base + 2
-
-    def _peer_base(self, index: int) -> int:
-        return self.base + self.ORDERER_BLOCK + self.PEER_BLOCK * index
+    def peer_ports(self, index: int) -> PeerPorts:
+        return PeerPorts(self.base + self.ORDERER_BLOCK + self.PEER_BLOCK * index)
 
     def peer(self, index: int) -> int:
-        return self._peer_base(index)
-
-    def peer_chaincode(self, index: int) -> int:
-        """The peer's own chaincode listener (unused with CCaaS, but a peer binds it anyway)."""
-        return self._peer_base(index) + 1
-
-    def peer_operations(self, index: int) -> int:
-        return self._peer_base(index) + 2
+        return self.peer_ports(index).peer
 
     def chaincode_server(self, index: int) -> int:
-        return self._peer_base(index) + 3
+        return self.peer_ports(index).chaincode_server
 
     def span(self) -> int:
         """How many consecutive ports from ``base`` this network may use."""
         return self.ORDERER_BLOCK + self.PEER_BLOCK * self.hospitals
 
     def all_ports(self) -> list[int]:
-        ports = [self.orderer, self.orderer_admin, self.orderer_operations]
+        orderer = self.orderer_ports()
+        ports = [orderer.orderer, orderer.admin, orderer.operations]
         for i in range(self.hospitals):
-            ports += [self.peer(i), self.peer_chaincode(i), self.peer_operations(i), self.chaincode_server(i)]
+            peer = self.peer_ports(i)
+            ports += [peer.peer, peer.chaincode, peer.operations, peer.chaincode_server]
         return ports
 
     def validate(self) -> None:
@@ -170,10 +196,34 @@ def majority(count: int) -> int:
     return count // 2 + 1
 
 
-def endorsement_policy(hospitals: Sequence[OrgMaterial]) -> str:
+def endorsement_policy(hospital_msp_ids: Sequence[str]) -> str:
     """A signature policy needing peers of a majority of the hospitals."""
-    members = ", ".join(f"'{h.msp_id}.peer'" for h in hospitals)
-    return f"OutOf({majority(len(hospitals))}, {members})"
+    members = ", ".join(f"'{msp_id}.peer'" for msp_id in hospital_msp_ids)
+    return f"OutOf({majority(len(hospital_msp_ids))}, {members})"
+
+
+@dataclass(frozen=True)
+class ChannelOrg:
+    """An organisation as the channel configuration names it: its MSP (public part only), the endpoint of its
+    node (the orderer, or the hospital's anchor peer) and that node's TLS certificate (the Raft consenter's
+    identity). On one machine it comes from the consortium's identities; across hosts from the orgs' bundles."""
+
+    msp_id: str
+    msp_dir: str
+    host: str
+    port: int
+    tls_cert: str
+
+
+def channel_orgs(consortium: ConsortiumMaterial, ports: PortPlan) -> tuple[ChannelOrg, list[ChannelOrg]]:
+    """The orderer org and the hospitals of a one-machine consortium, on localhost at the plan's ports."""
+
+    def channel_org(org: OrgMaterial, port: int) -> ChannelOrg:
+        tls_cert = str(Path(org.node.tls_dir) / "server.crt")
+        return ChannelOrg(org.msp_id, org.msp_dir, LOCALHOST, port, tls_cert)
+
+    hospitals = [channel_org(h, ports.peer(i)) for i, h in enumerate(consortium.hospitals)]
+    return channel_org(consortium.orderer, ports.orderer), hospitals
 
 
 def _org_policies(msp_id: str, writer_role: str) -> dict[str, Any]:
@@ -187,16 +237,14 @@ def _org_policies(msp_id: str, writer_role: str) -> dict[str, Any]:
     }
 
 
-def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
+def configtx(orderer: ChannelOrg, hospitals: Sequence[ChannelOrg]) -> dict[str, Any]:
     """configtx.yaml for one channel with the V3_0 capability (no system channel, no global orderer addresses)."""
-    orderer = consortium.orderer
-    orderer_tls = Path(orderer.node.tls_dir) / "server.crt"
     orderer_org = {
         "Name": orderer.msp_id,
         "ID": orderer.msp_id,
         "MSPDir": orderer.msp_dir,
         "Policies": _org_policies(orderer.msp_id, "member"),
-        "OrdererEndpoints": [f"{LOCALHOST}:{ports.orderer}"],
+        "OrdererEndpoints": [f"{orderer.host}:{orderer.port}"],
     }
     # The consortium org submits too (runs, budgets, audit): it is an application org without a peer.
     consortium_policies = _org_policies(orderer.msp_id, "member")
@@ -208,7 +256,7 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
         "Policies": consortium_policies,
     }
     hospital_orgs = []
-    for index, hospital in enumerate(consortium.hospitals):
+    for hospital in hospitals:
         policies = _org_policies(hospital.msp_id, "member")
         policies["Endorsement"] = {"Type": "Signature", "Rule": f"OR('{hospital.msp_id}.peer')"}
         hospital_orgs.append(
@@ -217,7 +265,7 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
                 "ID": hospital.msp_id,
                 "MSPDir": hospital.msp_dir,
                 "Policies": policies,
-                "AnchorPeers": [{"Host": LOCALHOST, "Port": ports.peer(index)}],
+                "AnchorPeers": [{"Host": hospital.host, "Port": hospital.port}],
             }
         )
 
@@ -236,10 +284,10 @@ def configtx(consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, Any]:
             "EtcdRaft": {
                 "Consenters": [
                     {
-                        "Host": LOCALHOST,
-                        "Port": ports.orderer,
-                        "ClientTLSCert": str(orderer_tls),
-                        "ServerTLSCert": str(orderer_tls),
+                        "Host": orderer.host,
+                        "Port": orderer.port,
+                        "ClientTLSCert": orderer.tls_cert,
+                        "ServerTLSCert": orderer.tls_cert,
                     }
                 ],
                 "Options": {"TickInterval": "500ms", "ElectionTick": 10, "HeartbeatTick": 1},
@@ -313,12 +361,12 @@ def _base_env(home: FabricHome) -> dict[str, str]:
     return env
 
 
-def orderer_env(home: FabricHome, layout: Layout, consortium: ConsortiumMaterial, ports: PortPlan) -> dict[str, str]:
-    orderer = consortium.orderer
+def orderer_env(home: FabricHome, data: Path, orderer: OrgMaterial, ports: OrdererPorts) -> dict[str, str]:
+    """The orderer serves its channel on every interface (across hosts the peers dial its host's address);
+    the channel participation and operations endpoints stay on loopback, for the consortium's own tools."""
     tls = Path(orderer.node.tls_dir)
-    data = layout.data("orderer")
     return _base_env(home) | {
-        "ORDERER_GENERAL_LISTENADDRESS": LOCALHOST,
+        "ORDERER_GENERAL_LISTENADDRESS": ANY_ADDRESS,
         "ORDERER_GENERAL_LISTENPORT": str(ports.orderer),
         "ORDERER_GENERAL_LOCALMSPID": orderer.msp_id,
         "ORDERER_GENERAL_LOCALMSPDIR": orderer.node.msp_dir,
@@ -334,22 +382,20 @@ def orderer_env(home: FabricHome, layout: Layout, consortium: ConsortiumMaterial
         "ORDERER_FILELEDGER_LOCATION": str(data / "ledger"),
         "ORDERER_CONSENSUS_WALDIR": str(data / "etcdraft" / "wal"),
         "ORDERER_CONSENSUS_SNAPDIR": str(data / "etcdraft" / "snapshot"),
-        "ORDERER_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.orderer_operations}",
-        "ORDERER_ADMIN_LISTENADDRESS": f"{LOCALHOST}:{ports.orderer_admin}",
+        "ORDERER_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.operations}",
+        "ORDERER_ADMIN_LISTENADDRESS": f"{LOCALHOST}:{ports.admin}",
         "ORDERER_ADMIN_TLS_ENABLED": "false",
         "ORDERER_METRICS_PROVIDER": "prometheus",  # /metrics tells `up` when Raft has its leader
     }
 
 
-def peer_env(
-    home: FabricHome, layout: Layout, consortium: ConsortiumMaterial, ports: PortPlan, index: int
-) -> dict[str, str]:
-    hospital = consortium.hospitals[index]
+def peer_env(home: FabricHome, data: Path, hospital: OrgMaterial, host: str, ports: PeerPorts) -> dict[str, str]:
+    """A hospital's peer: it listens on every interface and tells the others (gossip, discovery) ``host``;
+    its chaincode server and operations endpoint stay on loopback."""
     tls = Path(hospital.node.tls_dir)
-    data = layout.data(hospital.node.name)
-    address = f"{LOCALHOST}:{ports.peer(index)}"
+    address = f"{host}:{ports.peer}"
     builder_config = {
-        "address": f"{LOCALHOST}:{ports.chaincode_server(index)}",
+        "address": f"{LOCALHOST}:{ports.chaincode_server}",
         "root_cert": (tls / "ca.crt").read_text(),
     }
     builder = [
@@ -362,9 +408,9 @@ def peer_env(
     return _base_env(home) | {
         "CORE_PEER_ID": hospital.node.name,
         "CORE_PEER_ADDRESS": address,
-        "CORE_PEER_LISTENADDRESS": address,
-        "CORE_PEER_CHAINCODEADDRESS": f"{LOCALHOST}:{ports.peer_chaincode(index)}",
-        "CORE_PEER_CHAINCODELISTENADDRESS": f"{LOCALHOST}:{ports.peer_chaincode(index)}",
+        "CORE_PEER_LISTENADDRESS": f"{ANY_ADDRESS}:{ports.peer}",
+        "CORE_PEER_CHAINCODEADDRESS": f"{LOCALHOST}:{ports.chaincode}",
+        "CORE_PEER_CHAINCODELISTENADDRESS": f"{LOCALHOST}:{ports.chaincode}",
         "CORE_PEER_GOSSIP_BOOTSTRAP": address,
         "CORE_PEER_GOSSIP_EXTERNALENDPOINT": address,
         **GOSSIP_TIMING,
@@ -377,7 +423,7 @@ def peer_env(
         "CORE_PEER_FILESYSTEMPATH": str(data / "production"),
         "CORE_LEDGER_SNAPSHOTS_ROOTDIR": str(data / "snapshots"),
         "CORE_LEDGER_STATE_STATEDATABASE": "goleveldb",
-        "CORE_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.peer_operations(index)}",
+        "CORE_OPERATIONS_LISTENADDRESS": f"{LOCALHOST}:{ports.operations}",
         "CORE_METRICS_PROVIDER": "disabled",
         "CORE_PEER_GATEWAY_ENABLED": "true",
         "CORE_VM_ENDPOINT": "",
@@ -386,23 +432,22 @@ def peer_env(
     }
 
 
-def admin_env(home: FabricHome, consortium: ConsortiumMaterial, ports: PortPlan, index: int) -> dict[str, str]:
+def admin_env(home: FabricHome, hospital: OrgMaterial, peer_address: str) -> dict[str, str]:
     """The environment of the `peer` CLI acting as a hospital's admin against its own peer."""
-    hospital = consortium.hospitals[index]
     return _base_env(home) | {
         "CORE_PEER_LOCALMSPID": hospital.msp_id,
         "CORE_PEER_MSPCONFIGPATH": hospital.admin.msp_dir,
-        "CORE_PEER_ADDRESS": f"{LOCALHOST}:{ports.peer(index)}",
+        "CORE_PEER_ADDRESS": peer_address,
         "CORE_PEER_TLS_ENABLED": "true",
         "CORE_PEER_TLS_ROOTCERT_FILE": str(Path(hospital.node.tls_dir) / "ca.crt"),
     }
 
 
-def chaincode_env(consortium: ConsortiumMaterial, ports: PortPlan, index: int, package: str) -> dict[str, str]:
-    tls = Path(consortium.hospitals[index].node.tls_dir)
+def chaincode_env(hospital: OrgMaterial, ports: PeerPorts, package: str) -> dict[str, str]:
+    tls = Path(hospital.node.tls_dir)
     return {k: v for k, v in os.environ.items() if not k.startswith("CORE_")} | {
         "CHAINCODE_ID": package,
-        "CHAINCODE_SERVER_ADDRESS": f"{LOCALHOST}:{ports.chaincode_server(index)}",
+        "CHAINCODE_SERVER_ADDRESS": f"{LOCALHOST}:{ports.chaincode_server}",
         "CORE_TLS_CLIENT_KEY_PATH": str(tls / "server.key"),
         "CORE_TLS_CLIENT_CERT_PATH": str(tls / "server.crt"),
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
@@ -454,9 +499,100 @@ def find_free_base_port(hospitals: int, low: int = 20000, high: int = 60000) -> 
     raise NetworkError(f"no free block of {PortPlan(low, hospitals).span()} ports between {low} and {high}")
 
 
-def _orderer_tls_args(consortium: ConsortiumMaterial, ports: PortPlan) -> list[str]:
-    ca = Path(consortium.orderer.node.tls_dir) / "ca.crt"
-    return ["-o", f"{LOCALHOST}:{ports.orderer}", "--tls", "--cafile", str(ca)]
+def orderer_tls_args(orderer_address: str, orderer_tls_ca: Path) -> list[str]:
+    """The `peer` CLI's arguments to reach the orderer over TLS."""
+    return ["-o", orderer_address, "--tls", "--cafile", str(orderer_tls_ca)]
+
+
+def start_orderer(home: FabricHome, layout: Layout, orderer: OrgMaterial, ports: OrdererPorts) -> None:
+    """Start the orderer, join it to the channel of ``layout.channel_block`` (once) and wait for its Raft leader."""
+    supervisor = layout.supervisor()
+    record = supervisor.start(
+        "orderer",
+        [str(home.binary("orderer"))],
+        orderer_env(home, layout.data("orderer"), orderer, ports),
+        ports.orderer,
+        ports.operations,
+    )
+    supervisor.wait_serving(record, ports.admin)
+    admin = f"{LOCALHOST}:{ports.admin}"
+    osnadmin = str(home.binary("osnadmin"))
+    channels = _run([osnadmin, "channel", "list", "-o", admin], _base_env(home), "osnadmin channel list")
+    if f'"{CHANNEL}"' not in channels:
+        _run(
+            [
+                osnadmin,
+                "channel",
+                "join",
+                "--channelID",
+                CHANNEL,
+                "--config-block",
+                str(layout.channel_block),
+                "-o",
+                admin,
+            ],
+            _base_env(home),
+            "osnadmin channel join",
+        )
+    wait_raft_leader(ports.operations, Path(record.log))
+
+
+def start_peer(
+    home: FabricHome, layout: Layout, hospital: OrgMaterial, host: str, ports: PeerPorts, package: str
+) -> dict[str, str]:
+    """Start a hospital's peer, join it to the channel, install the chaincode package and start the hospital's
+    chaincode server (each step once: a restart finds them done); the `peer` CLI environment of its admin."""
+    supervisor = layout.supervisor()
+    peer = str(home.binary("peer"))
+    record = supervisor.start(
+        f"peer-{hospital.name}",
+        [peer, "node", "start"],
+        peer_env(home, layout.data(hospital.node.name), hospital, host, ports),
+        ports.peer,
+        ports.operations,
+    )
+    supervisor.wait_serving(record)
+    admin = admin_env(home, hospital, f"{host}:{ports.peer}")
+    if CHANNEL not in _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})").split():
+        _retry([peer, "channel", "join", "-b", str(layout.channel_block)], admin, f"join {hospital.name}")
+    if package not in _run([peer, "lifecycle", "chaincode", "queryinstalled"], admin, "queryinstalled"):
+        _run([peer, "lifecycle", "chaincode", "install", str(layout.package)], admin, f"install {hospital.name}")
+    record = supervisor.start(
+        f"chaincode-{hospital.name}",
+        [sys.executable, "-m", "fabric_network.fabric.chaincode_service"],
+        chaincode_env(hospital, ports, package),
+        ports.chaincode_server,
+    )
+    supervisor.wait_serving(record)
+    return admin
+
+
+def definition_args(hospital_msp_ids: Sequence[str]) -> list[str]:
+    """CareFed's chaincode definition as the lifecycle commands take it (majority endorsement of hospitals)."""
+    return [
+        "--channelID", CHANNEL, "--name", CHAINCODE, "--version", CHAINCODE_VERSION, "--sequence", "1",
+        "--signature-policy", endorsement_policy(hospital_msp_ids),
+    ]  # fmt: skip
+
+
+def approve(
+    home: FabricHome, admin: Mapping[str, str], orderer: list[str], definition: list[str], package: str
+) -> None:
+    """Approve the chaincode definition for the admin's org (gossip may not have spread the channel yet: retry)."""
+    peer = str(home.binary("peer"))
+    argv = [peer, "lifecycle", "chaincode", "approveformyorg", *orderer, *definition, "--package-id", package]
+    _retry(argv, admin, f"approve for {admin['CORE_PEER_LOCALMSPID']}")
+
+
+def commit(
+    home: FabricHome, admin: Mapping[str, str], orderer: list[str], definition: list[str], peers: Mapping[str, Path]
+) -> None:
+    """Commit the approved definition, endorsed by ``peers`` (address → TLS CA file), at least a majority."""
+    targets: list[str] = []
+    for address, tls_ca in peers.items():
+        targets += ["--peerAddresses", address, "--tlsRootCertFiles", str(tls_ca)]
+    argv = [str(home.binary("peer")), "lifecycle", "chaincode", "commit", *orderer, *definition, *targets]
+    _retry(argv, admin, "commit the chaincode definition")
 
 
 def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_port: int | None = None) -> Manifest:
@@ -483,7 +619,6 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
         )
     ports = PortPlan(previous.base_port if previous else base_port or DEFAULT_BASE_PORT, len(names))
     ports.validate()
-    supervisor = layout.supervisor()
     layout.config.mkdir(parents=True, exist_ok=True)
 
     package = ccaas_package(CHAINCODE_LABEL, connection_template())
@@ -491,85 +626,40 @@ def up(state_dir: Path, home: FabricHome, hospitals: int | None = None, base_por
     manifest = Manifest(names, ports.base, package_id(CHAINCODE_LABEL, package))
     first_time = not layout.channel_block.exists()
     if first_time:
-        (layout.config / "configtx.yaml").write_text(yaml.safe_dump(configtx(consortium, ports), sort_keys=False))
-        _run(
-            [
-                str(home.binary("configtxgen")),
-                "-configPath",
-                str(layout.config),
-                "-profile",
-                "CareFedChannel",
-                "-channelID",
-                CHANNEL,
-                "-outputBlock",
-                str(layout.channel_block),
-            ],
-            _base_env(home),
-            "configtxgen",
-        )
-
-    orderer = supervisor.start(
-        "orderer",
-        [str(home.binary("orderer"))],
-        orderer_env(home, layout, consortium, ports),
-        ports.orderer,
-        ports.orderer_operations,
-    )
-    supervisor.wait_serving(orderer, ports.orderer_admin)
-    channels = _run(
-        [str(home.binary("osnadmin")), "channel", "list", "-o", f"{LOCALHOST}:{ports.orderer_admin}"],
-        _base_env(home),
-        "osnadmin channel list",
-    )
-    if f'"{CHANNEL}"' not in channels:
-        _run(
-            [
-                str(home.binary("osnadmin")),
-                "channel",
-                "join",
-                "--channelID",
-                CHANNEL,
-                "--config-block",
-                str(layout.channel_block),
-                "-o",
-                f"{LOCALHOST}:{ports.orderer_admin}",
-            ],
-            _base_env(home),
-            "osnadmin channel join",
-        )
-
-    wait_raft_leader(ports.orderer_operations, Path(orderer.log))
-
-    peer = str(home.binary("peer"))
-    for index, hospital in enumerate(consortium.hospitals):
-        record = supervisor.start(
-            f"peer-{hospital.name}",
-            [peer, "node", "start"],
-            peer_env(home, layout, consortium, ports, index),
-            ports.peer(index),
-            ports.peer_operations(index),
-        )
-        supervisor.wait_serving(record)
-        admin = admin_env(home, consortium, ports, index)
-        joined = _run([peer, "channel", "list"], admin, f"peer channel list ({hospital.name})").split()
-        if CHANNEL not in joined:
-            _retry([peer, "channel", "join", "-b", str(layout.channel_block)], admin, f"join {hospital.name}")
-        installed = _run([peer, "lifecycle", "chaincode", "queryinstalled"], admin, "queryinstalled")
-        if manifest.package_id not in installed:
-            _run([peer, "lifecycle", "chaincode", "install", str(layout.package)], admin, f"install {hospital.name}")
-        record = supervisor.start(
-            f"chaincode-{hospital.name}",
-            [sys.executable, "-m", "fabric_network.fabric.chaincode_service"],
-            chaincode_env(consortium, ports, index, manifest.package_id),
-            ports.chaincode_server(index),
-        )
-        supervisor.wait_serving(record)
-
+        generate_channel_block(home, layout, *channel_orgs(consortium, ports))
+    start_orderer(home, layout, consortium.orderer, ports.orderer_ports())
+    admins = [
+        start_peer(home, layout, hospital, LOCALHOST, ports.peer_ports(index), manifest.package_id)
+        for index, hospital in enumerate(consortium.hospitals)
+    ]
     if first_time or previous is None:
-        _define_chaincode(home, consortium, ports, manifest.package_id)
+        orderer = orderer_tls_args(f"{LOCALHOST}:{ports.orderer}", Path(consortium.orderer.node.tls_dir) / "ca.crt")
+        definition = definition_args([h.msp_id for h in consortium.hospitals])
+        for admin in admins:
+            approve(home, admin, orderer, definition, manifest.package_id)
+        peers = {
+            f"{LOCALHOST}:{ports.peer(i)}": Path(h.node.tls_dir) / "ca.crt" for i, h in enumerate(consortium.hospitals)
+        }
+        commit(home, admins[0], orderer, definition, peers)
     layout.manifest.write_text(json.dumps(asdict(manifest), indent=2))
     wait_endorsable(state_dir)
     return manifest
+
+
+def generate_channel_block(
+    home: FabricHome, layout: Layout, orderer: ChannelOrg, hospitals: Sequence[ChannelOrg]
+) -> None:
+    """configtx.yaml and the channel's genesis block (configtxgen) in ``layout.config``."""
+    layout.config.mkdir(parents=True, exist_ok=True)
+    (layout.config / "configtx.yaml").write_text(yaml.safe_dump(configtx(orderer, hospitals), sort_keys=False))
+    _run(
+        [
+            str(home.binary("configtxgen")), "-configPath", str(layout.config), "-profile", "CareFedChannel",
+            "-channelID", CHANNEL, "-outputBlock", str(layout.channel_block),
+        ],
+        _base_env(home),
+        "configtxgen",
+    )  # fmt: skip
 
 
 def connect(
@@ -662,39 +752,6 @@ def wait_endorsable(state_dir: Path, timeout_s: float = 120.0) -> None:
     finally:
         for gateway in gateways.values():
             gateway.close()
-
-
-def _define_chaincode(home: FabricHome, consortium: ConsortiumMaterial, ports: PortPlan, package: str) -> None:
-    """Approve for every hospital, then commit once with every hospital's peer as endorser of the commit."""
-    peer = str(home.binary("peer"))
-    definition = [
-        "--channelID",
-        CHANNEL,
-        "--name",
-        CHAINCODE,
-        "--version",
-        CHAINCODE_VERSION,
-        "--sequence",
-        "1",
-        "--signature-policy",
-        endorsement_policy(consortium.hospitals),
-    ]
-    orderer_args = _orderer_tls_args(consortium, ports)
-    for index, hospital in enumerate(consortium.hospitals):
-        _retry(
-            [peer, "lifecycle", "chaincode", "approveformyorg", *orderer_args, *definition, "--package-id", package],
-            admin_env(home, consortium, ports, index),
-            f"approve for {hospital.name}",
-        )
-    targets: list[str] = []
-    for index, hospital in enumerate(consortium.hospitals):
-        ca = Path(hospital.node.tls_dir) / "ca.crt"
-        targets += ["--peerAddresses", f"{LOCALHOST}:{ports.peer(index)}", "--tlsRootCertFiles", str(ca)]
-    _retry(
-        [peer, "lifecycle", "chaincode", "commit", *orderer_args, *definition, *targets],
-        admin_env(home, consortium, ports, 0),
-        "commit the chaincode definition",
-    )
 
 
 def down(state_dir: Path, purge: bool = False) -> list[str]:

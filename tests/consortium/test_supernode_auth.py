@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from carefed.cli import app
 from federation.runtime import FlowerRuntime, RuntimeFailure
 from federation.tls import ensure_superlink_tls
-from hospital_node.cli import _write_supernode_auth_key
+from hospital_node.site import ensure_supernode_auth_key
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -47,8 +47,8 @@ def test_only_a_registered_supernode_connects(tmp_path: Path) -> None:
         runtime.start_superlink()
         (tmp_path / "hospital-a").mkdir()
         (tmp_path / "stranger").mkdir()
-        registered = _write_supernode_auth_key(tmp_path / "hospital-a")
-        stranger = _write_supernode_auth_key(tmp_path / "stranger")
+        registered = ensure_supernode_auth_key(tmp_path / "hospital-a")
+        stranger = ensure_supernode_auth_key(tmp_path / "stranger")
         bad = CliRunner().invoke(
             app, ["consortium", "register-node", str(registered), "--state-dir", str(state)]
         )  # the private half by mistake

@@ -58,7 +58,7 @@ def test_ccaas_package_is_reproducible_and_has_exactly_the_two_files_fabric_acce
 
 
 def test_endorsement_policy_needs_a_majority_of_hospitals(consortium: ConsortiumMaterial) -> None:
-    assert network.endorsement_policy(consortium.hospitals) == (
+    assert network.endorsement_policy([h.msp_id for h in consortium.hospitals]) == (
         "OutOf(2, 'HospitalAMSP.peer', 'HospitalBMSP.peer', 'HospitalCMSP.peer')"
     )
     assert network.majority(2) == 2 and network.majority(4) == 3
@@ -66,7 +66,7 @@ def test_endorsement_policy_needs_a_majority_of_hospitals(consortium: Consortium
 
 def test_configtx_sets_anchor_peers_consenter_tls_and_short_batch_timeout(consortium: ConsortiumMaterial) -> None:
     ports = PortPlan(21000, 3)
-    profile = yaml.safe_load(yaml.safe_dump(network.configtx(consortium, ports)))["Profiles"]["CareFedChannel"]
+    profile = yaml.safe_load(yaml.safe_dump(network.configtx(*network.channel_orgs(consortium, ports))))["Profiles"]["CareFedChannel"]
     orgs = profile["Application"]["Organizations"]
     assert [o["AnchorPeers"][0]["Port"] for o in orgs if "AnchorPeers" in o] == [ports.peer(i) for i in range(3)]
     assert [o["Name"] for o in orgs][-1] == "ConsortiumMSP"  # submits runs and budgets, has no peer
@@ -82,7 +82,10 @@ def test_peer_environments_use_their_own_ports_paths_and_the_ccaas_builder(
     consortium: ConsortiumMaterial, tmp_path: Path
 ) -> None:
     home, layout, ports = FabricHome(tmp_path / "fabric-home"), Layout(tmp_path / "fabric"), PortPlan(22000, 3)
-    envs = [network.peer_env(home, layout, consortium, ports, i) for i in range(3)]
+    envs = [
+        network.peer_env(home, layout.data(h.node.name), h, "127.0.0.1", ports.peer_ports(i))
+        for i, h in enumerate(consortium.hospitals)
+    ]
     own_keys = ("CORE_PEER_LISTENADDRESS", "CORE_PEER_CHAINCODELISTENADDRESS", "CORE_OPERATIONS_LISTENADDRESS")
     addresses = [env[key] for env in envs for key in own_keys]
     assert len(set(addresses)) == len(addresses)
