@@ -13,6 +13,13 @@ AUC with centralised non-private logistic regression on the pooled training data
 
 With --json the last line is one JSON object: `round_s_he`, `round_s_plain`, `he_round_ratio`, `auc_central`,
 `auc_federated_dp_eps3`, `auc_gap_eps3` and more.
+
+    python -m bench.round --namespaces [--timing-rounds 3] [--json]     (root, Fabric binaries installed)
+
+Across hosts vs one host: the same DP+HE run on the Fabric ledger, once with every organisation on its own
+"machine" (a network namespace each, deployed with docs/deployment.md's commands: harness.deployment), once
+with all of them on this machine (`carefed fabric up` + the local harness); prints `round_s_namespaces`,
+`round_s_one_host` and `namespaces_round_ratio`.
 """
 
 from __future__ import annotations
@@ -111,6 +118,42 @@ def time_rounds(state: Path, data: DemoData, rounds: int) -> dict[str, Any]:
     return figures
 
 
+def time_namespaces(rounds: int, seed: int = 7) -> dict[str, Any]:
+    """Mean round time of one DP+HE run on Fabric across namespaces, and of the same run on one host."""
+    from harness.deployment import EPSILON_LIMIT, NamespaceConsortium
+    from harness.local_consortium import stop_fabric_network
+
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="carefed-bench-namespaces-") as tmp:
+        across = NamespaceConsortium(Path(tmp) / "across", seed=seed)
+        try:
+            across.deploy()
+            run_id = opaque_id("timing")
+            across.propose(run_id, rounds)
+            across.run(run_id)
+            measured = across.results(run_id)["rounds"]
+        finally:
+            across.stop()
+            across.destroy()
+        figures["round_s_namespaces"] = statistics.mean(r["round_s"] for r in measured)
+        state = Path(tmp) / "one-host"
+        data = build_demo_data(state / "hospital-data", HOSPITALS, seed=seed)
+        plans = [
+            HospitalPlan(h.name, h.train_data, data.schema, h.consenting, EPSILON_LIMIT, h.eval_data)
+            for h in data.hospitals
+        ]
+        set_up_consortium(state, plans, backend="fabric")
+        try:
+            with LocalConsortium(state, HOSPITALS, backend="fabric") as consortium:
+                consortium.start()
+                report = consortium.run(RunRequest(opaque_id("timing"), data.spec, rounds=rounds))
+        finally:
+            stop_fabric_network(state)
+        figures["round_s_one_host"] = statistics.mean(r["round_s"] for r in report.results["rounds"])
+    figures["namespaces_round_ratio"] = figures["round_s_namespaces"] / figures["round_s_one_host"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each utility run (the demo's default)")
@@ -118,9 +161,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="utility runs per ε (DP noise differs per run)")
     parser.add_argument("--skip-timing", action="store_true", help="utility table only (no Flower processes)")
     parser.add_argument("--skip-utility", action="store_true", help="timing table only")
+    parser.add_argument("--namespaces", action="store_true", help="across hosts (network namespaces) vs one host")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     console = Console()
+    if args.namespaces:
+        figures = time_namespaces(args.timing_rounds)
+        table = Table(title=f"One DP+HE round on Fabric, {len(HOSPITALS)} hospitals (mean of {args.timing_rounds})")
+        for column in ("across namespaces (s)", "one host (s)", "ratio"):
+            table.add_column(column, justify="right")
+        table.add_row(
+            f"{figures['round_s_namespaces']:.2f}", f"{figures['round_s_one_host']:.2f}",
+            f"{figures['namespaces_round_ratio']:.2f}",
+        )  # fmt: skip
+        console.print(table)
+        if args.json:
+            print(json.dumps(figures))
+        return
     with tempfile.TemporaryDirectory(prefix="carefed-bench-round-") as tmp:
         state = Path(tmp)
         data = build_demo_data(state / "hospital-data", HOSPITALS)

@@ -14,9 +14,11 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fabric_network.contracts.common import opaque_id
 from fabric_network.identities import CONSORTIUM_ORG
@@ -27,6 +29,7 @@ from harness.namespaces import NamespaceError, NamespaceNetwork
 CAREFED = str(Path(sys.executable).parent / "carefed")
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 EPSILON_LIMIT = 10.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,14 +73,20 @@ class NamespaceConsortium:
     # --- the guide, step by step ----------------------------------------------------------------------------
 
     def deploy(self, timeout_s: float = 900.0) -> None:
-        """Set up the whole consortium and return when every hospital's node is connected and keyed."""
+        """Set up the whole consortium and return when every hospital's node is connected and keyed.
+
+        The hospitals' own steps run side by side, as their IT teams would; the consortium's in order.
+        """
         self.net.create()
         self._hospital_data()
         consortium = CONSORTIUM_ORG
         self.carefed(consortium, "org", "init", "--org", consortium, "--host", self.address(consortium))
-        for hospital in self.hospitals:
+
+        def org_init(hospital: str) -> Path:
             self.carefed(hospital, "org", "init", "--org", hospital, "--host", self.address(hospital))
-            bundle = self.send(self.state(hospital) / f"{hospital}.bundle.json", consortium)
+            return self.send(self.state(hospital) / f"{hospital}.bundle.json", consortium)
+
+        for bundle in self._each_hospital(org_init):
             self.carefed(consortium, "consortium", "add-hospital", str(bundle))
         up = [
             CAREFED,
@@ -90,7 +99,8 @@ class NamespaceConsortium:
         ]
         self.net.spawn(consortium, up, self.log(consortium))
         join_bundle = self._wait_for(self.state(consortium) / JOIN_BUNDLE_NAME, consortium, timeout_s)
-        for hospital in self.hospitals:
+
+        def join_and_start(hospital: str) -> None:
             data = self.state(hospital) / "data"
             self.carefed(
                 hospital, "node", "init", "--hospital", hospital, "--data", str(data / "train.csv"),
@@ -99,13 +109,21 @@ class NamespaceConsortium:
             self.carefed(hospital, "node", "join", str(self.send(join_bundle, hospital)), "--hospital", hospital)
             start = [CAREFED, "node", "start", "--hospital", hospital, "--state-dir", str(self.state(hospital))]
             self.net.spawn(hospital, start, self.log(hospital))
-        for hospital in self.hospitals:
             self._wait_for_line(hospital, "SuperNode →", timeout_s)
+
+        self._each_hospital(join_and_start)
         self.carefed(consortium, "consortium", "init-ledger", "--epsilon-limit", repr(EPSILON_LIMIT))
-        for hospital in self.hospitals:
-            self.carefed(hospital, "node", "consent", str(self.state(hospital) / "data" / "consenting.txt"),
-                         "--hospital", hospital)  # fmt: skip
+        self._each_hospital(
+            lambda h: self.carefed(
+                h, "node", "consent", str(self.state(h) / "data" / "consenting.txt"), "--hospital", h
+            )
+        )
         self._he_key()
+
+    def _each_hospital(self, step: Callable[[str], T]) -> list[T]:
+        """Run ``step`` for every hospital at once (each on its own machine); their results in hospital order."""
+        with ThreadPoolExecutor(len(self.hospitals)) as pool:
+            return list(pool.map(step, self.hospitals))
 
     def _hospital_data(self) -> None:
         """Each hospital's own records in its own state directory (generated, then the shared copy removed)."""
@@ -147,8 +165,7 @@ class NamespaceConsortium:
             "--spec", str(self.state(CONSORTIUM_ORG) / "spec.json"), "--rounds", str(rounds),
             "--epsilon", repr(epsilon), "--round-timeout", repr(round_timeout_s), "--backend", "fabric",
         )  # fmt: skip
-        for hospital in self.hospitals:
-            self.carefed(hospital, "node", "approve", run_id, "--hospital", hospital, "--yes")
+        self._each_hospital(lambda h: self.carefed(h, "node", "approve", run_id, "--hospital", h, "--yes"))
 
     def run(self, run_id: str, timeout_s: float = 1800.0) -> str:
         """`carefed consortium run` to its end; its output (one line per round)."""

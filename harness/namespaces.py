@@ -16,6 +16,7 @@ Needs root and iproute2. Used by tests/deployment/ and `bench/round.py --namespa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shlex
@@ -170,10 +171,8 @@ class NamespaceNetwork:
         """Kill whatever is left in the namespaces, then remove them and the bridge."""
         for org, site in self.sites.items():
             for pid in self.pids(org):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             subprocess.run(["ip", "netns", "del", site.namespace], capture_output=True, check=False)
             subprocess.run(["ip", "link", "del", site.link], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)

@@ -67,6 +67,15 @@ GOSSIP_TIMING = {
     "CORE_PEER_GOSSIP_PUBLISHSTATEINFOINTERVAL": "1s",
     "CORE_PEER_GOSSIP_REQUESTSTATEINFOINTERVAL": "1s",
 }
+# The gateway's wait for one endorsement (default 30 s) and for a connection (default 2 min). Across hosts a
+# hospital whose link is cut leaves its established connections silently dead (no reset), and until gossip drops
+# it from discovery (aliveExpirationTimeout above) the gateway may still pick it: each submit meanwhile waits
+# this long before trying the layout without it. A contract call endorses in well under a second, so 10 s leaves
+# a loaded host ample margin while a cut-off hospital costs a submit 10 s, not 30.
+GATEWAY_TIMING = {
+    "CORE_PEER_GATEWAY_ENDORSEMENTTIMEOUT": "10s",
+    "CORE_PEER_GATEWAY_DIALTIMEOUT": "10s",
+}
 LOCALHOST = "127.0.0.1"
 ANY_ADDRESS = "0.0.0.0"  # Fabric nodes serve other hosts; docs/deployment.md lists the ports to open
 
@@ -414,6 +423,7 @@ def peer_env(home: FabricHome, data: Path, hospital: OrgMaterial, host: str, por
         "CORE_PEER_GOSSIP_BOOTSTRAP": address,
         "CORE_PEER_GOSSIP_EXTERNALENDPOINT": address,
         **GOSSIP_TIMING,
+        **GATEWAY_TIMING,
         "CORE_PEER_LOCALMSPID": hospital.msp_id,
         "CORE_PEER_MSPCONFIGPATH": hospital.node.msp_dir,
         "CORE_PEER_TLS_ENABLED": "true",
