@@ -40,6 +40,15 @@ def serve(
             "database, the ledger and the audit outboxes; one of them delivers the outboxes at a time.",
         ),
     ] = None,
+    hospital: Annotated[
+        str | None,
+        typer.Option(
+            "--hospital",
+            envvar="CAREFED_API_HOSPITAL",
+            help="Run the service for this hospital: predictions load models from its own registry copy "
+            "(<state-dir>/nodes/HOSPITAL/registry). Unset: the consortium's registry.",
+        ),
+    ] = None,
 ) -> None:
     """Start the service (uvicorn); `carefed api create-user` makes its first administrator."""
     if ctx.invoked_subcommand is not None:
@@ -47,6 +56,7 @@ def serve(
     import os
 
     import uvicorn
+    from pydantic import ValidationError
 
     from api.core.config import Settings
     from api.core.db import make_engine, upgrade_to_head
@@ -58,7 +68,15 @@ def serve(
     # Worker processes build the app from the environment (`create_app()` reads CAREFED_API_*). What must happen
     # once happens here first: the migration and the token-signing key, which concurrent workers would race for.
     os.environ["CAREFED_API_STATE_DIR"] = str(state_dir)
-    settings = Settings()
+    if hospital:
+        os.environ["CAREFED_API_HOSPITAL"] = hospital
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        wrong = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors() if e["loc"] == ("hospital",)]
+        if wrong:
+            raise typer.BadParameter(wrong[0], param_hint="--hospital") from None
+        raise
     engine = make_engine(settings.resolved_database_url)
     upgrade_to_head(engine)
     engine.dispose()

@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upgrade_to_head(engine)
     hub = LedgerHub(settings.state_dir, settings.audit_delivery)
 
-    catalog = ModelCatalog(hub, settings.state_dir)
+    catalog = ModelCatalog(hub, settings.state_dir, settings.hospital)
     trail = LedgerAuditTrail(hub) if settings.audit_enabled else None
 
     @asynccontextmanager

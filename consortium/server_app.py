@@ -13,6 +13,11 @@ and approved by a majority of its hospitals; the ServerApp's first act is `start
 (naming who has not approved) otherwise — then nothing is sent to any hospital. Each update must match the hash
 its hospital recorded on the ledger before sending it (`record_update`); one that does not is set aside.
 
+Publication: the final model goes into the consortium's content-addressed registry and is registered on the
+ledger (`register_model`); then every connected hospital of the run is sent the artefact (`evaluate.replicate`)
+for its own registry copy, which it keeps only if the ledger registered exactly those bytes
+(`hospital_node.replicas`).
+
 Crash recovery: after every round the aggregator checkpoints the rounds and the encrypted aggregate
 (`consortium.checkpoint`). If the SuperLink or this process dies, the run is started again with `resume = true`:
 the aggregator checks the checkpoint against the ledger and continues with the round that was interrupted (the
@@ -37,14 +42,17 @@ from flwr.serverapp import Grid, ServerApp
 from consortium.checkpoint import CheckpointError, RunCheckpoint
 from consortium.keys import KeyGuard, forbid_secret_reads, he_parameters, public_context_path
 from consortium.messaging import PULL_INTERVAL_S, exchange, wait_for_nodes
-from consortium.registry import ModelRegistry
 from fabric_network.identities import msp_id_for
 from fabric_network.ledger import ContractRejected, LedgerError, open_ledger
 from fabric_network.outbox import open_outbox
-from federation.messages import STATUS_OK, RoundRequest
+from federation.layout import consortium_registry_dir
+from federation.messages import REPLICATE_ACTION, STATUS_OK, ModelReplica, RoundRequest
 from federation.model_artifact import ModelArtifact
+from federation.registry import ModelRegistry
 
 app = ServerApp()
+#: The longest a hospital waits for the final model's `register_model` record to reach the ledger.
+REPLICA_LEDGER_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -437,6 +445,7 @@ class FederatedRun:
         participants = {p["hospital"] for p in last.participants}
         asked = [n for n in sorted(self.grid.get_node_ids()) if self.names.get(n) in participants]
         replies = self._exchange(asked, MessageType.EVALUATE, self.settings.request(last.round, aggregate).to_config())
+        silent = set(last.dropped) | {self._name(n) for n in asked if n not in replies}
         evaluations = [dict(r.content["result"]) for r in replies.values() if not r.has_error()]
         ok = [e for e in evaluations if e.get("status") == STATUS_OK]
         self._note_previous_model(ok)
@@ -446,13 +455,55 @@ class FederatedRun:
             self.events.append(f"final model not published: hospitals returned artefacts {sorted(artifacts)}")
             return
         artifact = ModelArtifact.from_bytes(artifacts[last.model_sha256])
-        registry = ModelRegistry(self.settings.state_dir / "registry")
+        registry = ModelRegistry(consortium_registry_dir(self.settings.state_dir))
         model_id = f"{self.settings.run_id}/model"
         metrics = {"auc": last.auc} if last.auc is not None else {}
         digest = registry.store(artifact.to_bytes())
         record = registry.model_record(artifact, digest, self.settings.model_name, metrics)
         self._submit("LineageContract:register_model", model_id, json.dumps(record), key=f"register-model:{model_id}")
         self.final = {"model_id": model_id, "sha256": digest, "path": str(registry.path_of(digest))}
+        self._write_results()
+        self._replicate(ModelReplica(model_id, artifact.to_bytes(), self._ledger_wait_s()), silent)
+
+    def _ledger_wait_s(self) -> float:
+        """How long a hospital waits for the queued `register_model` record: well inside the reply deadline."""
+        return max(1.0, min(REPLICA_LEDGER_WAIT_S, self.settings.round_timeout_s / 2))
+
+    def _replicate(self, replica: ModelReplica, silent: set[str]) -> None:
+        """Send the registered model to every connected hospital of the run for its own registry copy.
+
+        Each hospital stores it only if the ledger registered exactly these bytes; its answer (stored, refused and
+        why, or none) goes into the results (`final.replicas`) and the events. A hospital not connected now gets
+        no copy of this model, nor does one `silent` in the last round or the final evaluation (a node that stopped
+        answering would only hold the run up to the deadline).
+        """
+        hospitals = set(self.settings.hospitals)
+        # Nodes of the run's hospitals, and any whose name the aggregator never learnt (it answers with it).
+        asked = [
+            n
+            for n in sorted(self.grid.get_node_ids())
+            if (n not in self.names or self.names[n] in hospitals) and self._name(n) not in silent
+        ]
+        message_type = f"{MessageType.EVALUATE}.{REPLICATE_ACTION}"
+        replies = self._exchange(asked, message_type, replica.to_config()) if asked else {}
+        outcome: dict[str, str] = {}
+        for node_id in asked:
+            reply = replies.get(node_id)
+            if reply is None or reply.has_error():
+                why = "no answer within the deadline" if reply is None else f"failed: {reply.error.reason}"
+                outcome[self._name(node_id)] = why
+                continue
+            fields = dict(reply.content["result"])
+            self.names[node_id] = str(fields["hospital"])
+            reason = str(fields.get("reason", "no reason given"))
+            outcome[self._name(node_id)] = "stored" if fields.get("status") == STATUS_OK else f"refused: {reason}"
+        self.final["replicas"] = dict(sorted(outcome.items()))
+        stored = sorted(h for h, result in outcome.items() if result == "stored")
+        self.events.append(f"model {replica.model_id} replicated to {', '.join(stored) or 'no hospital'}")
+        self.events += [f"replica at {h}: {result}" for h, result in sorted(outcome.items()) if result != "stored"]
+        missing = sorted(hospitals - set(outcome))
+        if missing:
+            self.events.append(f"no replica for {', '.join(missing)}: not connected or not answering at the run's end")
 
     def close(self) -> None:
         """Deliver the queued lineage before the process ends (what cannot be delivered stays queued on disk)."""

@@ -30,12 +30,12 @@ from rich.table import Table
 
 from compliance.credit import plot_credit
 from compliance.reports import credit_of_model, privacy_budget_report
-from consortium.registry import ModelRegistry
 from consortium.runs import RunReport
 from fabric_network.contracts.common import opaque_id
 from fabric_network.identities import hospital_names, msp_id_for
 from fabric_network.ledger import LedgerError, open_ledger
-from federation.layout import node_dir_for
+from federation.layout import consortium_registry_dir, node_dir_for
+from federation.registry import ModelRegistry
 from harness.demo_data import DemoData, build_demo_data
 from harness.local_consortium import (
     HospitalPlan,
@@ -373,7 +373,8 @@ def run_demo(
                 raise RuntimeError(
                     f"the federated run published no model: {he_run.results['status']}; {he_run.results['events']}"
                 )
-            artifact = ModelRegistry(demo_state / "registry").load(ledger, model_id)
+            registered = ledger.evaluate("LineageContract:read_model", model_id)["sha256"]
+            artifact = ModelRegistry(consortium_registry_dir(demo_state)).load(model_id, registered)
             federated_auc = _auc(data.test_y, artifact.predict_proba(data.test_x))
             budgets = {
                 h: ledger.evaluate("PrivacyBudgetContract:read_budget", msp_id_for(h), DEFAULT_PURPOSE) for h in names
@@ -390,7 +391,8 @@ def run_demo(
         if backend == "fabric":
             stop_fabric_network(demo_state)
             console.print(f"Fabric network stopped; its ledgers stay in {demo_state}")
-    shutil.copyfile(ModelRegistry(demo_state / "registry").path_of(artifact.sha256), run_dir / "model.carefed")
+    published = ModelRegistry(consortium_registry_dir(demo_state)).path_of(artifact.sha256)
+    shutil.copyfile(published, run_dir / "model.carefed")
 
     rounds_table = Table(title="Federated DP + HE: test AUC per round (mean of hospitals' held-out data)")
     for column in ("round", "hospitals", "declined / dropped", "AUC", "round s", "ε this round (max)"):

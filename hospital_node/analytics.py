@@ -37,11 +37,11 @@ from federation.analytics import (
     released_counts,
 )
 from federation.messages import STATUS_DECLINED, STATUS_OK
-from hospital_node.config import NodeConfig
+from hospital_node.config import NodeConfig, open_node_ledger
 from hospital_node.consent import ConsentUnavailable, select_consented
 from hospital_node.data import DataSchema, InvalidDataError, PatientRecords, SchemaError, load_records
 from hospital_node.pseudonyms import PseudonymTable
-from hospital_node.training import BudgetCharge, RoundDeclined, charge_budget, open_node_ledger, secret_context
+from hospital_node.training import BudgetCharge, RoundDeclined, charge_budget, secret_context
 from privacy.queries import PhaseNoise, add_noise, from_limbs, phase_epsilons, to_limbs
 
 COUNT_ROUND = 1

@@ -584,3 +584,4 @@ def he_key_accept(
     )
 
 
+node_app.add_typer(__import__("hospital_node.models_cli", fromlist=["models_app"]).models_app, name="models")

@@ -14,7 +14,8 @@ from typing import Any
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from hospital_node.worker import TASK_EVALUATE, TASK_QUERY, TASK_TRAIN, call_worker, run_task
+from federation.messages import REPLICATE_ACTION
+from hospital_node.worker import TASK_EVALUATE, TASK_QUERY, TASK_REPLICATE, TASK_TRAIN, call_worker, run_task
 
 app = ClientApp()
 
@@ -38,6 +39,12 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """After the last round: decrypt the final model, report its hash and local AUC, return the artefact."""
     return _handle(msg, context, TASK_EVALUATE)
+
+
+@app.evaluate(REPLICATE_ACTION)
+def replicate(msg: Message, context: Context) -> Message:
+    """After the run: the registered final model, kept in the hospital's registry copy if the ledger vouches for it."""
+    return _handle(msg, context, TASK_REPLICATE)
 
 
 @app.query()

@@ -7,6 +7,7 @@ One node = one directory, `<state-dir>/nodes/<hospital>/`, owned by the hospital
     keys/               he-secret.ctx + he-key.json (the consortium's CKKS key, hospital_node/he_keys.py),
                         he-transport key pair (receives that key sealed), supernode-auth key pair
     dp/<run-id>.json    the DP noise history of each run (the accountant's memory between rounds)
+    registry/           the hospital's copy of the model registry: <sha256>.model, each checked against the ledger
 
 The Flower ClientApp runs as a fresh process per message, so everything it needs is read from here by path;
 the SuperNode passes only `hospital` and `node-dir` in its node config.
@@ -16,13 +17,16 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import tomli_w
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from federation.layout import SECRET_CONTEXT_NAME
+from federation.layout import SECRET_CONTEXT_NAME, node_registry_dir
+
+if TYPE_CHECKING:
+    from fabric_network.ledger import Ledger
 
 NODE_CONFIG_FILE = "node.toml"
 DEFAULT_PURPOSE = "HRESCH"
@@ -66,6 +70,11 @@ class NodeConfig(BaseSettings):
     def supernode_auth_key(self) -> Path:
         return self.keys_dir / "supernode-auth"
 
+    @property
+    def registry_dir(self) -> Path:
+        """The hospital's copy of the model registry (artefacts replicated to it, hospital_node/replicas.py)."""
+        return node_registry_dir(self.node_dir)
+
     @classmethod
     def load(cls, node_dir: Path) -> NodeConfig:
         """Read `node.toml` of a node directory; errors name the field to fix."""
@@ -89,3 +98,10 @@ class NodeConfig(BaseSettings):
         path = self.node_dir / NODE_CONFIG_FILE
         path.write_text(tomli_w.dumps(values), encoding="utf-8")
         return path
+
+
+def open_node_ledger(node: NodeConfig) -> Ledger:
+    """The ledger as the hospital's client identity sees it."""
+    from fabric_network.ledger import open_ledger
+
+    return open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=node.hospital)

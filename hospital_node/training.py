@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from fabric_network.ledger import Ledger, LedgerError, open_ledger
+from fabric_network.ledger import Ledger, LedgerError
 from federation.files import write_durably
 from federation.messages import STATUS_DECLINED, STATUS_OK, RoundRequest
 from federation.model_artifact import ModelArtifact, ModelSpec
-from hospital_node.config import NodeConfig
+from hospital_node.config import NodeConfig, open_node_ledger
 from hospital_node.consent import ConsentUnavailable, select_consented
 from hospital_node.data import DataSchema, InvalidDataError, PatientRecords, SchemaError, load_records
 from hospital_node.dp_rounds import accountant_of_charges, mechanism_of, plan_round
@@ -111,10 +111,6 @@ def evaluate_global(node: NodeConfig, request: RoundRequest, vector: np.ndarray,
         if auc is not None:
             result.update({"auc": auc, "n-eval": len(records)})
     return result
-
-
-def open_node_ledger(node: NodeConfig) -> Ledger:
-    return open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=node.hospital)
 
 
 def train_round(node: NodeConfig, request: RoundRequest) -> dict[str, Any]:

@@ -26,6 +26,7 @@ log = logging.getLogger("carefed.node.worker")
 TASK_TRAIN = "train"
 TASK_EVALUATE = "evaluate"
 TASK_QUERY = "query"
+TASK_REPLICATE = "replicate"
 
 
 def socket_path(node_dir: Path) -> Path:
@@ -59,6 +60,11 @@ def run_task(node_dir: Path, task: str, config: dict[str, Any]) -> dict[str, Any
         from hospital_node.analytics import answer_query_reply
 
         return answer_query_reply(node, QueryRequest.from_config(config))
+    if task == TASK_REPLICATE:
+        from federation.messages import ModelReplica
+        from hospital_node.replicas import receive_replica
+
+        return receive_replica(node, ModelReplica.from_config(config))
     from federation.messages import RoundRequest
     from hospital_node.training import evaluate_final, train_round_reply
 
@@ -126,7 +132,10 @@ def serve(node_dir: Path) -> None:
             with connection:
                 task, config = connection.recv()
                 # Which round it works on: operators (and the crash tests) read this line in the worker's log.
-                log.info("task %s started: run %s round %s", task, config.get("run-id"), config.get("round"))
+                if task == TASK_REPLICATE:
+                    log.info("task %s started: model %s", task, config.get("model-id"))
+                else:
+                    log.info("task %s started: run %s round %s", task, config.get("run-id"), config.get("round"))
                 try:
                     connection.send((True, run_task(node_dir, task, config)))
                 except Exception as exc:  # the ClientApp turns this into an error reply to the aggregator

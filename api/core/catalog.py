@@ -1,9 +1,12 @@
 """Registered models as the service serves them: model cards from the ledger's lineage, and loaded predictors.
 
-The artefacts come from the consortium's content-addressed model registry, which refuses any file whose
-bytes differ from the hash the ledger registered. A loaded model is kept per (model id, hash), so a
-prediction costs a forward pass, not a file read and a hash; the ledger is asked for the registered hash on
-every prediction, so a model is served only while the ledger still vouches for that exact artefact.
+The artefacts come from a content-addressed model registry (federation/registry.py), which refuses any file
+whose bytes differ from the hash the ledger registered: the consortium's (`<state>/registry`), or, when the
+service runs for a hospital (`CAREFED_API_HOSPITAL`), that hospital's own copy
+(`<state>/nodes/<hospital>/registry`, replicated to it after each run), read on the ledger as that hospital.
+A loaded model is kept per (model id, hash), so a prediction costs a forward pass, not a file read and a hash;
+the ledger is asked for the registered hash on every prediction, so a model is served only while the ledger
+still vouches for that exact artefact.
 """
 
 import logging
@@ -19,12 +22,12 @@ from api.core.problems import ProblemError
 from api.models.common import FieldError
 from api.models.model import ConsentSnapshotRef, ContributorCredit, FeatureCard, ModelCard, PrivacyGuarantee
 from compliance.credit import credit
-from consortium.registry import ModelRegistry, TamperedModelError
 from fabric_network.identities import CONSORTIUM_ORG
 from fabric_network.ledger import ContractRejected
+from federation.layout import consortium_registry_dir, node_dir_for, node_registry_dir
 from federation.model_artifact import ModelArtifact
+from federation.registry import MissingArtifactError, ModelRegistry, TamperedModelError
 
-REGISTRY_DIR = "registry"
 logger = logging.getLogger(__name__)
 
 
@@ -67,11 +70,17 @@ def check_features(predictor: Predictor, features: dict[str, float]) -> None:
 
 
 class ModelCatalog:
-    """Model cards and predictors of the models registered on the ledger."""
+    """Model cards and predictors of the models registered on the ledger.
 
-    def __init__(self, hub: LedgerHub, state_dir: Path) -> None:
+    `hospital`: the service runs for that hospital, so models load from its registry copy and the ledger is
+    read with its identity; None: the consortium's registry and identity.
+    """
+
+    def __init__(self, hub: LedgerHub, state_dir: Path, hospital: str | None = None) -> None:
         self._hub = hub
-        self._registry = ModelRegistry(state_dir / REGISTRY_DIR)
+        self._org = hospital or CONSORTIUM_ORG
+        root = node_registry_dir(node_dir_for(state_dir, hospital)) if hospital else consortium_registry_dir(state_dir)
+        self._registry = ModelRegistry(root)
         self._loaded: dict[tuple[str, str], tuple[ModelCard, Predictor]] = {}
         self._registered: dict[str, str] = {}  # model id → the hash the ledger registered for it
         self._lock = threading.Lock()
@@ -87,11 +96,11 @@ class ModelCatalog:
 
     def model_ids(self) -> list[str]:
         """Every registered model id, in the ledger's order."""
-        return [m["model_id"] for m in self._hub.of(CONSORTIUM_ORG).evaluate("LineageContract:list_models")]
+        return [m["model_id"] for m in self._hub.of(self._org).evaluate("LineageContract:list_models")]
 
     def _evaluate(self, function: str, model_id: str) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = self._hub.of(CONSORTIUM_ORG).evaluate(function, model_id)
+            result: dict[str, Any] = self._hub.of(self._org).evaluate(function, model_id)
         except ContractRejected:
             raise ProblemError(404, "no such registered model", field="model_id", location="path") from None
         return result
@@ -109,11 +118,15 @@ class ModelCatalog:
         sha256 = self._evaluate("LineageContract:read_model", model_id)["sha256"]
         lineage = self._evaluate("LineageContract:get_model_lineage", model_id)
         try:
-            artifact = self._registry.load(self._hub.of(CONSORTIUM_ORG), model_id)
+            artifact = self._registry.load(model_id, sha256)
         except TamperedModelError as error:
-            raise ProblemError(
-                409, f"the model artefact is refused: {error}", field="model_id", location="path"
-            ) from None
+            detail = f"the model artefact is refused: {error}"
+            if isinstance(error, MissingArtifactError) and self._org != CONSORTIUM_ORG:
+                detail = (
+                    f"{self._org} holds no copy of this model ({error}); the consortium replicates a model to the "
+                    f"hospitals connected when its run ends (`carefed node models --hospital {self._org}` lists them)"
+                )
+            raise ProblemError(409, detail, field="model_id", location="path") from None
         import torch
 
         # One patient per call from many request threads: torch's intra-op thread pool would only make the

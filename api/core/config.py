@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 JWT_SECRET_FILE = "jwt-secret"
@@ -52,8 +52,31 @@ class Settings(BaseSettings):
         description="How long a verified token's user is remembered per worker; a deactivation or role change "
         "takes effect within this time (0: read the database on every request).",
     )
+    hospital: str | None = Field(
+        default=None,
+        description="The hospital this service runs for: clinicians' predictions load each model from the "
+        "hospital's own registry copy (<state_dir>/nodes/<hospital>/registry, replicated after each run and checked "
+        "against the ledger) and the models are read on the ledger as that hospital. Unset: the consortium's "
+        "registry (<state_dir>/registry), as on one machine.",
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes (`carefed api --workers`).")
     max_page_size: int = Field(default=100, ge=1, description="Upper bound of `limit` on every list endpoint.")
+
+    @field_validator("hospital")
+    @classmethod
+    def _hospital_name(cls, hospital: str | None) -> str | None:
+        from fabric_network.identities import IdentityError, hospital_names
+
+        if not hospital:
+            return None
+        try:
+            hospital_names([hospital])
+        except IdentityError:
+            raise ValueError(
+                f"CAREFED_API_HOSPITAL: {hospital!r} is not a hospital's org name; name the hospital the service "
+                "runs for, e.g. hospital-a, or leave it unset to serve the consortium's registry"
+            ) from None
+        return hospital
 
     @property
     def api_dir(self) -> Path:

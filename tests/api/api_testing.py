@@ -68,10 +68,11 @@ ROLE_USERS: dict[Role, str] = {
 HOSPITALS = ("hospital-a", "hospital-b")
 
 
-def start_service(database_url: str, state_dir: Path) -> Service:
-    """The app on a fresh consortium (identities for two hospitals, an empty embedded ledger)."""
+def start_service(database_url: str, state_dir: Path, hospital: str | None = None) -> Service:
+    """The app on a fresh consortium (identities for two hospitals, an empty embedded ledger); `hospital`: the
+    service runs for that hospital (models from its own registry copy)."""
     init_identities(state_dir, HOSPITALS)
-    settings = Settings(state_dir=state_dir, database_url=database_url, audit_delivery="thread")
+    settings = Settings(state_dir=state_dir, database_url=database_url, audit_delivery="thread", hospital=hospital)
     app = create_app(settings)
     users = {}
     with Session(app.state.engine, expire_on_commit=False) as session:

@@ -14,10 +14,10 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from consortium.registry import ModelRegistry
 from fabric_network.contracts.common import opaque_id
 from fabric_network.ledger import open_ledger
 from federation.model_artifact import FeatureRange, ModelArtifact, ModelSpec
+from federation.registry import ModelRegistry
 from tests.contracts.conftest import start_run, vouch
 
 FEATURES = ("mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness")

@@ -3,11 +3,18 @@ bad features named by field, and the prediction's audit event carrying the model
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from api.core.config import Settings
 from fabric_network.ledger import open_ledger
-from tests.api.api_testing import Service
+from federation.layout import consortium_registry_dir, node_dir_for, node_registry_dir
+from federation.messages import ModelReplica
+from federation.registry import ModelRegistry
+from hospital_node.replicas import accept_replica
+from tests.api.api_testing import Service, start_service
 from tests.api.model_fixture import register_model
 
 
@@ -110,3 +117,32 @@ def test_tampered_artefact_is_refused(service: Service) -> None:
     )
     assert response.status_code == 409
     assert "refused" in response.json()["detail"]
+
+
+def test_a_hospital_service_predicts_from_the_hospitals_own_copy(tmp_path: Path) -> None:
+    """CAREFED_API_HOSPITAL: the service loads models from the hospital's registry copy, never the consortium's."""
+    running = start_service(f"sqlite:///{tmp_path / 'api.sqlite'}", tmp_path / "state", hospital="hospital-a")
+    state = running.settings.state_dir
+    with running.client:
+        model = register_model(state)
+        url, headers = f"/models/{model.model_id}/predict", running.headers("clinician-a")
+        no_copy = running.client.post(url, headers=headers, json={"features": model.benign_example})
+        assert no_copy.status_code == 409, no_copy.text
+        assert "hospital-a holds no copy of this model" in no_copy.json()["detail"]
+        assert no_copy.json()["errors"][0]["field"] == "model_id"
+
+        consortium_copy = ModelRegistry(consortium_registry_dir(state)).path_of(model.sha256)
+        replica = ModelReplica(model.model_id, consortium_copy.read_bytes(), ledger_wait_s=5.0)
+        hospital_copy = ModelRegistry(node_registry_dir(node_dir_for(state, "hospital-a")))
+        with open_ledger(state_dir=state, org="hospital-a") as ledger:
+            assert accept_replica(ledger, hospital_copy, replica) == model.sha256
+        consortium_copy.unlink()  # what the hospital's service serves is its own copy
+        answer = running.client.post(url, headers=headers, json={"features": model.benign_example})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_sha256"] == model.sha256 and answer.json()["risk_score"] < 0.2
+
+
+def test_a_service_for_an_invalid_hospital_name_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match=r"CAREFED_API_HOSPITAL: 'Hospital A' is not a hospital's org name"):
+        Settings(state_dir=tmp_path, hospital="Hospital A")
+    assert Settings(state_dir=tmp_path, hospital="").hospital is None

@@ -30,6 +30,7 @@ WITH_MISSING_STATE: dict[str, list[str]] = {
     "node status": ["--hospital", "hospital-a"],
     "node forget": ["--hospital", "hospital-a"],
     "node pseudonym": ["--hospital", "hospital-a"],
+    "node models": ["--hospital", "hospital-a"],
     "node he-key create": [
         "--hospital",
         "hospital-a",
@@ -70,7 +71,7 @@ CREATE_OR_SERVE = {"demo", "consortium superlink", "keys ceremony", "ledger init
 
 
 def _commands(command: click.Command, path: tuple[str, ...] = ()) -> set[str]:
-    if not isinstance(command, click.Group):
+    if not isinstance(command, click.Group) or not command.commands:  # a group without subcommands runs itself
         return {" ".join(path)}
     return {name for sub, child in command.commands.items() for name in _commands(child, (*path, sub))}
 

@@ -7,15 +7,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from consortium.keys import public_context_path, secret_context_path
-from consortium.registry import ModelRegistry, TamperedModelError
 from fabric_network.identities import init_identities
 from federation.model_artifact import FeatureRange, ModelArtifact, ModelSpec
+from federation.registry import MissingArtifactError, ModelRegistry, TamperedModelError
 from harness.key_ceremony import run_ceremony
 
 
@@ -65,28 +64,23 @@ def test_aggregator_guard_refuses_hospital_key_material(tmp_path: Path) -> None:
     assert "public.ctx" in opened and "he-secret" not in opened
 
 
-class _LedgerView:
-    """Stand-in for the ledger's read of a registered model (the registry's own logic is under test)."""
-
-    def __init__(self, records: dict[str, dict[str, Any]]) -> None:
-        self.records = records
-
-    def evaluate(self, function: str, model_id: str) -> dict[str, Any]:
-        assert function == "LineageContract:read_model"
-        return self.records[model_id]
-
-
 def test_registry_refuses_an_artefact_that_differs_from_the_ledger(tmp_path: Path) -> None:
     spec = ModelSpec((FeatureRange("a", 0, 1), FeatureRange("b", 0, 2)))
     artifact = ModelArtifact.from_vector(spec, "run-x", 3, [0.5, -0.25, 0.1])
     registry = ModelRegistry(tmp_path)
     digest = registry.store(artifact.to_bytes())
     assert digest == artifact.sha256 == hashlib.sha256(registry.path_of(digest).read_bytes()).hexdigest()
-    ledger = _LedgerView({"m": {"sha256": digest}})
-    loaded = registry.load(ledger, "m")  # type: ignore[arg-type]
+    loaded = registry.load("m", digest)  # the caller passes the hash the ledger registered for "m"
     np.testing.assert_array_equal(loaded.parameters, artifact.parameters)
+    with pytest.raises(TamperedModelError, match="not registered on the ledger"):
+        registry.load("m", None)
+    with pytest.raises(MissingArtifactError, match="not in the registry"):
+        registry.load("m", "0" * 64)
     path = registry.path_of(digest)
     path.chmod(0o644)
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(TamperedModelError, match="altered"):
-        registry.load(ledger, "m")  # type: ignore[arg-type]
+        registry.load("m", digest)
+    assert [(s.sha256, s.intact) for s in registry.stored()] == [(digest, False)]
+    assert registry.store(artifact.to_bytes()) == digest, "storing the artefact again replaces the altered copy"
+    assert registry.load("m", digest).round == 3 and registry.path_of(digest).stat().st_mode & 0o222 == 0

@@ -5,25 +5,29 @@ after round 1 (the ServerApp holds there) hospital-a's withdrawing patients with
 is SIGKILLed; hospital-b's ε limit only affords round 1. Round 2 must then exclude the withdrawn patients (a
 different consent-snapshot root on the ledger), record hospital-b's stop with its reason and hospital-c as
 dropped, and complete with hospital-a alone (min participants 1). The final model's hash on the ledger must
-match the artefact, and an edited artefact must be refused. The aggregator must never have opened key material.
+match the artefact, and an edited artefact must be refused; hospital-a and hospital-b (still connected) must
+hold a verified copy of it, hospital-c none. The aggregator must never have opened key material.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from carefed.cli import app
 from consortium.keys import public_context_path
-from consortium.registry import ModelRegistry, TamperedModelError
 from consortium.runs import RunReport
 from fabric_network.contracts.common import opaque_id, snapshot_root
 from fabric_network.ledger import open_ledger
-from federation.layout import node_dir_for
+from federation.layout import consortium_registry_dir, node_dir_for
+from federation.registry import ModelRegistry, TamperedModelError
 from harness.demo_data import DemoData, build_demo_data
 from harness.local_consortium import (
     HospitalPlan,
@@ -151,21 +155,44 @@ def test_killed_supernode_is_recorded_as_dropped(scenario: Scenario) -> None:
 
 def test_final_model_hash_on_ledger_matches_and_an_edited_artefact_is_refused(scenario: Scenario) -> None:
     final = scenario.report.results["final"]
-    registry = ModelRegistry(scenario.state / "registry")
+    registry = ModelRegistry(consortium_registry_dir(scenario.state))
     with open_ledger(state_dir=scenario.state, org="consortium") as ledger:
         registered = ledger.evaluate("LineageContract:read_model", final["model_id"])
         lineage = ledger.evaluate("LineageContract:get_model_lineage", final["model_id"])
         path = registry.path_of(registered["sha256"])
         assert hashlib.sha256(path.read_bytes()).hexdigest() == registered["sha256"] == final["sha256"]
-        assert registry.load(ledger, final["model_id"]).round == ROUNDS
+        assert registry.load(final["model_id"], registered["sha256"]).round == ROUNDS
         assert [r["round"] for r in lineage["rounds"]] == [1, 2]
         tampered = bytearray(path.read_bytes())
         tampered[-1] ^= 0x01
         path.chmod(0o644)
         path.write_bytes(bytes(tampered))
         with pytest.raises(TamperedModelError, match="altered"):
-            registry.load(ledger, final["model_id"])
+            registry.load(final["model_id"], registered["sha256"])
         assert ledger.verify().ok
+
+
+def test_connected_hospitals_hold_a_verified_copy_of_the_final_model(scenario: Scenario) -> None:
+    results = scenario.report.results
+    final = results["final"]
+    # hospital-b stopped training (budget) but is connected; hospital-c's SuperNode was killed.
+    assert final["replicas"] == {"hospital-a": "stored", "hospital-b": "stored"}, results["events"]
+    assert any(e.startswith("no replica for hospital-c") for e in results["events"]), results["events"]
+    for hospital in ("hospital-a", "hospital-b"):
+        node = NodeConfig.load(node_dir_for(scenario.state, hospital))
+        copy = node.registry_dir / f"{final['sha256']}.model"
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == final["sha256"]
+    listings = {}
+    for hospital in HOSPITALS:
+        args = ["node", "models", "--hospital", hospital, "--state-dir", str(scenario.state), "--json"]
+        listed = CliRunner().invoke(app, args)
+        assert listed.exit_code == 0, listed.output
+        listings[hospital] = [(m["model_ids"], m["status"]) for m in json.loads(listed.output)["models"]]
+    assert listings == {
+        "hospital-a": [([final["model_id"]], "ok")],
+        "hospital-b": [([final["model_id"]], "ok")],
+        "hospital-c": [([final["model_id"]], "missing")],
+    }
 
 
 def test_aggregator_never_opened_key_material(scenario: Scenario) -> None:
