@@ -29,6 +29,7 @@ from fabric_network.cli import fabric_app, ledger_app
 from harness.cli import demo, keys_ceremony, resume
 from harness.query_cli import query
 from hospital_node.cli import node_app
+from hospital_node.models_cli import models_app
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -137,6 +138,7 @@ def org_init(
 app.command("demo")(demo)
 app.command("query")(query)
 app.add_typer(org_app, name="org")
+node_app.add_typer(models_app, name="models")
 app.add_typer(node_app, name="node")
 consortium_app.command("resume")(resume)
 app.add_typer(consortium_app, name="consortium")

@@ -583,5 +583,3 @@ def he_key_accept(
         f"acceptance recorded on the ledger by {ledger.msp_id}"
     )
 
-
-node_app.add_typer(__import__("hospital_node.models_cli", fromlist=["models_app"]).models_app, name="models")

@@ -64,10 +64,18 @@ WITH_MISSING_STATE: dict[str, list[str]] = {
     "consortium register-node": ["supernode-auth.pub"],
     "consortium run": ["run-1"],
     "consortium runs": [],
+    "consortium add-hospital": ["hospital-a.bundle.json"],
+    "consortium up": ["--host", "10.0.0.1"],
+    "consortium init-ledger": ["--epsilon-limit", "10"],
+    "consortium install-he-key": ["outbox"],
+    "node join": ["join.bundle.json", "--hospital", "hospital-a"],
+    "node consent": ["mrns.txt", "--hospital", "hospital-a"],
     "query": ["count", "--cohort", str(Path(__file__).resolve().parents[2] / "data/synthea-r4/cohort-alive.toml")],
 }
 #: Commands that create a state dir, or run until stopped: a missing state dir is not a mistake for them.
-CREATE_OR_SERVE = {"demo", "consortium superlink", "keys ceremony", "ledger init", "fabric install", "api create-user"}
+CREATE_OR_SERVE = {
+    "demo", "consortium superlink", "keys ceremony", "ledger init", "fabric install", "api create-user", "org init"
+}  # fmt: skip
 
 
 def _commands(command: click.Command, path: tuple[str, ...] = ()) -> set[str]:

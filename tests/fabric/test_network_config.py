@@ -66,7 +66,8 @@ def test_endorsement_policy_needs_a_majority_of_hospitals(consortium: Consortium
 
 def test_configtx_sets_anchor_peers_consenter_tls_and_short_batch_timeout(consortium: ConsortiumMaterial) -> None:
     ports = PortPlan(21000, 3)
-    profile = yaml.safe_load(yaml.safe_dump(network.configtx(*network.channel_orgs(consortium, ports))))["Profiles"]["CareFedChannel"]
+    configtx = network.configtx(*network.channel_orgs(consortium, ports))
+    profile = yaml.safe_load(yaml.safe_dump(configtx))["Profiles"]["CareFedChannel"]
     orgs = profile["Application"]["Organizations"]
     assert [o["AnchorPeers"][0]["Port"] for o in orgs if "AnchorPeers" in o] == [ports.peer(i) for i in range(3)]
     assert [o["Name"] for o in orgs][-1] == "ConsortiumMSP"  # submits runs and budgets, has no peer
