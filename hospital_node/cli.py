@@ -582,4 +582,3 @@ def he_key_accept(
         f"installed key {held.get('key_id')} from {held.get('creator')} at {path} (mode 0600); "
         f"acceptance recorded on the ledger by {ledger.msp_id}"
     )
-

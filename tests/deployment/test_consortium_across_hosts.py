@@ -139,6 +139,10 @@ def test_a_three_round_dp_he_run_across_hosts(deployment: NamespaceConsortium) -
     )
     for round_log in results["rounds"]:
         assert all(0 < eps <= 3.0 + 1e-6 for eps in round_log["epsilon_run"].values()), round_log["epsilon_run"]
+    listed = deployment.carefed(CONSORTIUM, "consortium", "runs", "--backend", "fabric")
+    assert run_id in listed and "completed (completed)" in listed, listed
+    copies = json.loads(deployment.carefed("hospital-a", "node", "models", "--hospital", "hospital-a", "--json"))
+    assert [(c["model_ids"], c["status"]) for c in copies["models"]] == [([f"{run_id}/model"], "ok")], copies
     rounds = _ledger(deployment, "hospital-b", "LineageContract:list_rounds", run_id)
     assert isinstance(rounds, list) and len(rounds) == 3, rounds
     assert _ledger(deployment, "hospital-c", "LineageContract:read_run", run_id)["status"] == "completed"  # type: ignore[index]
