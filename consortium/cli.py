@@ -1,11 +1,16 @@
 """`carefed consortium …` and `carefed keys …`: the consortium operator's commands."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from carefed.options import DEFAULT_STATE_DIR, Backend, LedgerBackend, StateDir
+
+if TYPE_CHECKING:
+    from federation.runtime import FlowerRuntime
+    from federation.tls import SuperLinkTls
 
 consortium_app = typer.Typer(help="Run the consortium's SuperLink and training runs.", no_args_is_help=True)
 #: `carefed keys ceremony` plays every organisation on one machine, so harness/cli.py defines it (carefed/cli.py).
@@ -25,7 +30,14 @@ San = Annotated[
 
 
 def _serve_superlink(
-    state: Path, host: str, port: int, sans: tuple[str, ...], *, auth: bool, insecure: bool, started: Any = None
+    state: Path,
+    host: str,
+    port: int,
+    sans: tuple[str, ...],
+    *,
+    auth: bool,
+    insecure: bool,
+    started: "Callable[[FlowerRuntime, SuperLinkTls | None], None] | None" = None,
 ) -> None:
     """Run the SuperLink (TLS with the consortium CA unless insecure) until Ctrl-C or SIGTERM, then stop it and
     everything it started; ``started(runtime, tls)`` runs once it is healthy."""
@@ -111,7 +123,8 @@ def up(
         sites.start_consortium_orderer(state, home)
         typer.echo(f"orderer on {host}:{orderer_port}, channel {network.CHANNEL}")
 
-        def started(runtime: FlowerRuntime, tls: SuperLinkTls) -> None:
+        def started(runtime: FlowerRuntime, tls: SuperLinkTls | None) -> None:
+            assert tls is not None, "`up` always serves TLS"
             registered = register_supernodes(state, runtime)
             typer.echo(f"SuperNode keys registered: {', '.join(registered) or 'none new'}")
             typer.echo(f"join bundle for the hospitals: {write_join_bundle(state, f'{host}:{port}', tls)}")
