@@ -262,7 +262,7 @@ def run(
     """
     from rich.console import Console
 
-    from consortium.runs import follow_run, progress_line, saved_run_config, submit_run, summary_lines
+    from consortium.runs import follow_run, progress_printer, saved_run_config, submit_run, summary_lines
     from fabric_network.ledger import open_ledger
     from federation.runtime import FlowerRuntime
 
@@ -281,7 +281,7 @@ def run(
     runtime = FlowerRuntime(state / "flwr")
     flower_run = submit_run(runtime, state, run_id, resume=resume)
     console = Console()
-    report = follow_run(runtime, state, run_id, flower_run, lambda r: console.print(progress_line(r)), timeout)
+    report = follow_run(runtime, state, run_id, flower_run, progress_printer(console.print), timeout)
     for line in summary_lines(run_id, report):
         console.print(line)
     if report.results["status"] != "completed":

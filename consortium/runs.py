@@ -120,6 +120,21 @@ def summary_lines(run_id: str, report: RunReport) -> list[str]:
     return [head, *(f"  {event}" for event in results["events"])]
 
 
+def progress_printer(echo: Callable[[str], object]) -> Callable[[dict[str, Any]], None]:
+    """A `follow_run` callback that echoes :func:`progress_line` when it changes (the results file is rewritten
+    at the run's end with the final model and events, which would repeat the last round's line)."""
+    last = ""
+
+    def on_progress(results: dict[str, Any]) -> None:
+        nonlocal last
+        line = progress_line(results)
+        if line != last:
+            echo(line)
+            last = line
+
+    return on_progress
+
+
 def progress_line(results: dict[str, Any]) -> str:
     """One line per round for people following a run: who took part, who resent, who dropped, the status."""
     if not results.get("rounds"):

@@ -42,10 +42,10 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -367,58 +367,77 @@ def crypto_dir_of(state_dir: Path) -> Path:
     return Path(state_dir).resolve() / "crypto"
 
 
-def init_identities(state_dir: Path, hospitals: Sequence[str]) -> ConsortiumMaterial:
-    """Create the consortium's CAs and identities once; an existing consortium is returned, never overwritten.
+Material = TypeVar("Material", ConsortiumMaterial, OrgMaterial)
 
-    Refusing to regenerate keeps every signature already on the ledger verifiable. Asking for hospitals that
-    the existing consortium does not have is an error naming them (adding an org is a channel update, not a
-    re-init).
+
+def _create_once(
+    crypto_dir: Path,
+    manifest_name: str,
+    existing: Callable[[], Material],
+    create: Callable[[dt.datetime], Material],
+    occupied: str,
+) -> Material:
+    """Identities are created once: with a manifest, ``existing()`` returns (and checks) what is there; a crypto
+    directory with other content is refused (``occupied`` says why); the manifest is written last, so it marks
+    a complete init. Refusing to regenerate keeps every signature already on the ledger verifiable."""
+    manifest = crypto_dir / manifest_name
+    if manifest.exists():
+        return existing()
+    if crypto_dir.exists() and any(crypto_dir.iterdir()):
+        raise IdentityError(occupied)
+    material = create(dt.datetime.now(dt.UTC))
+    manifest.write_text(json.dumps(asdict(material), indent=2) + "\n")
+    return material
+
+
+def init_identities(state_dir: Path, hospitals: Sequence[str]) -> ConsortiumMaterial:
+    """Create the consortium's CAs and identities once on one machine; an existing consortium is returned.
+
+    Asking for hospitals that the existing consortium does not have is an error naming them (adding an org is a
+    channel update, not a re-init).
     """
     crypto_dir = crypto_dir_of(state_dir)
-    manifest = crypto_dir / MANIFEST_NAME
-    if manifest.exists():
-        existing = load_consortium(state_dir)
-        missing = sorted(set(hospitals) - {h.name for h in existing.hospitals})
+
+    def existing() -> ConsortiumMaterial:
+        material = load_consortium(state_dir)
+        missing = sorted(set(hospitals) - {h.name for h in material.hospitals})
         if missing:
             raise IdentityError(
                 f"--hospitals: {crypto_dir} already holds a consortium without {missing}; "
                 "use a new --state-dir (identities are never regenerated in place)"
             )
-        return existing
-    if crypto_dir.exists() and any(crypto_dir.iterdir()):
-        raise IdentityError(
-            f"--state-dir: {crypto_dir} exists without {MANIFEST_NAME} (an interrupted init?); remove it"
-        )
-    now = dt.datetime.now(dt.UTC)
-    orderer = _write_org(crypto_dir, CONSORTIUM_ORG, "orderer", now)
-    orgs = tuple(_write_org(crypto_dir, name, "peer", now) for name in hospitals)
-    material = ConsortiumMaterial(crypto_dir=str(crypto_dir), orderer=orderer, hospitals=orgs)
-    manifest.write_text(json.dumps(asdict(material), indent=2) + "\n")  # written last: marks a complete init
-    return material
+        return material
+
+    def create(now: dt.datetime) -> ConsortiumMaterial:
+        orderer = _write_org(crypto_dir, CONSORTIUM_ORG, "orderer", now)
+        orgs = tuple(_write_org(crypto_dir, name, "peer", now) for name in hospitals)
+        return ConsortiumMaterial(crypto_dir=str(crypto_dir), orderer=orderer, hospitals=orgs)
+
+    occupied = f"--state-dir: {crypto_dir} exists without {MANIFEST_NAME} (an interrupted init?); remove it"
+    return _create_once(crypto_dir, MANIFEST_NAME, existing, create, occupied)
 
 
 def init_org(state_dir: Path, name: str, kind: Literal["orderer", "peer"], hosts: Sequence[str]) -> OrgMaterial:
     """One organisation's own CAs and identities on its own machine (``carefed org init``): across hosts no
-    command ever writes another organisation's key. Like :func:`init_identities`, an existing org is returned
-    and never regenerated (its signatures are on the ledger); another org's name is an error."""
+    command ever writes another organisation's key. An existing org is returned; another org's name is an error."""
     crypto_dir = crypto_dir_of(state_dir)
-    manifest = crypto_dir / ORG_MANIFEST_NAME
-    if manifest.exists():
-        existing = load_org(state_dir)
-        if existing.name != name:
+
+    def existing() -> OrgMaterial:
+        material = load_org(state_dir)
+        if material.name != name:
             raise IdentityError(
-                f"--org: {crypto_dir} already holds the identities of {existing.name!r}; one state directory "
+                f"--org: {crypto_dir} already holds the identities of {material.name!r}; one state directory "
                 "is one organisation (use another --state-dir)"
             )
-        return existing
-    if crypto_dir.exists() and any(crypto_dir.iterdir()):
-        raise IdentityError(
-            f"--state-dir: {crypto_dir} holds other identities (a one-machine `carefed ledger init`, or an "
-            f"interrupted init); use an empty --state-dir for {name}"
-        )
-    material = _write_org(crypto_dir, name, kind, dt.datetime.now(dt.UTC), hosts)
-    manifest.write_text(json.dumps(asdict(material), indent=2) + "\n")  # written last: marks a complete init
-    return material
+        return material
+
+    occupied = (
+        f"--state-dir: {crypto_dir} holds other identities (a one-machine `carefed ledger init`, or an "
+        f"interrupted init); use an empty --state-dir for {name}"
+    )
+    return _create_once(
+        crypto_dir, ORG_MANIFEST_NAME, existing, lambda now: _write_org(crypto_dir, name, kind, now, hosts), occupied
+    )
 
 
 def load_org(state_dir: Path) -> OrgMaterial:

@@ -95,12 +95,12 @@ def resume(
     """
     from rich.console import Console
 
-    from consortium.runs import progress_line, summary_lines
+    from consortium.runs import progress_printer, summary_lines
     from harness.local_consortium import resume_local_run
 
     console = Console()
     try:
-        report = resume_local_run(state_dir, run_id, lambda results: console.print(progress_line(results)))
+        report = resume_local_run(state_dir, run_id, progress_printer(console.print))
     except (FileNotFoundError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="RUN / --state-dir") from None
     for line in summary_lines(run_id, report):
