@@ -86,6 +86,36 @@ def test_each_organisation_runs_its_own_processes_and_sees_only_its_own_files(
     assert "crypto" in deployment.net.run("hospital-a", ["ls", str(deployment.state("hospital-a"))])
 
 
+def _listeners(deployment: NamespaceConsortium, org: str) -> set[str]:
+    """host:port of every TCP listener on ``org``'s machine that is not on loopback (what other machines reach)."""
+    output = deployment.net.run(org, ["ss", "-Hltn"])
+    addresses = {line.split()[3] for line in output.splitlines() if line.strip()}
+    return {a.replace("0.0.0.0:", "*:") for a in addresses if not a.startswith(("127.", "[::ffff:127.", "[::1]"))}
+
+
+def test_only_tls_endpoints_face_the_network(deployment: NamespaceConsortium) -> None:
+    """Each machine exposes exactly the ports of docs/deployment.md's firewall table, and each completes a TLS
+    handshake (HTTP/2 ALPN, as gRPC dials) for another machine that trusts only the bundles' CA certificates."""
+    assert _listeners(deployment, CONSORTIUM) == {"*:7050", "*:9092"}
+    for hospital in deployment.hospitals:
+        assert _listeners(deployment, hospital) == {"*:7051"}, hospital
+    join = json.loads((deployment.state("hospital-b") / "inbox" / "join.bundle.json").read_text())
+    endpoints = [(join["superlink"], join["superlink_ca_pem"]), (join["fabric"]["orderer"]["host"] + ":7050",
+                 join["fabric"]["orderer"]["tlsca_cert_pem"])]  # fmt: skip
+    endpoints += [(m["host"] + f":{m['port']}", m["tlsca_cert_pem"]) for m in join["fabric"]["members"]]
+    script = (
+        "import json, socket, ssl, sys\n"
+        "for endpoint, ca in json.loads(sys.argv[1]):\n"
+        "    host, port = endpoint.rsplit(':', 1)\n"
+        "    context = ssl.create_default_context(cadata=ca); context.set_alpn_protocols(['h2'])\n"
+        "    with socket.create_connection((host, int(port)), timeout=10) as raw:\n"
+        "        with context.wrap_socket(raw, server_hostname=host) as tls:\n"
+        "            print(endpoint, tls.version())\n"
+    )
+    output = deployment.net.run("hospital-b", [sys.executable, "-c", script, json.dumps(endpoints)])
+    assert len([line for line in output.splitlines() if "TLSv1." in line]) == len(endpoints) == 5, output
+
+
 def _private_keys(directory: Path) -> dict[bytes, Path]:
     """Every private key file under ``directory`` (PKCS#8 PEM or OpenSSH), by its public key (DER)."""
     from cryptography.hazmat.primitives import serialization
