@@ -413,7 +413,10 @@ def reject(run_id: RunId, hospital: Hospital, state_dir: StateDir = Path(".caref
 
 @node_app.command("status")
 def status(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
-    """The node's configuration, pseudonym table, worker, privacy budget and runs it trained in."""
+    """The node's configuration, pseudonym table, worker, its Fabric peer (a joined node), privacy budget and the
+    runs it trained in."""
+    from fabric_network.fabric import network
+    from fabric_network.identities import is_org_site
     from fabric_network.ledger import LedgerError, open_ledger
     from hospital_node.config import NodeConfig
     from hospital_node.pseudonyms import PseudonymTable
@@ -430,7 +433,11 @@ def status(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR, as_json:
         "pseudonyms": patients,
         "worker_running": socket_path(node.node_dir).exists(),
         "purpose": node.purpose,
+        "ledger_backend": node.ledger_backend,
     }
+    if node.ledger_backend == "fabric" and is_org_site(node.ledger_state_dir):
+        # A joined node runs its own peer and chaincode server (`node start`): are they up and healthy?
+        facts["fabric"] = {p.name: p.health for p in network.status(node.ledger_state_dir)}
     runs: dict[str, dict[str, Any]] = {}
     try:
         with open_ledger(backend=node.ledger_backend, state_dir=node.ledger_state_dir, org=hospital) as ledger:
@@ -451,6 +458,9 @@ def status(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR, as_json:
     table.add_row("SuperLink", node.superlink + (" (TLS)" if facts["tls"] else " (insecure)"))
     table.add_row("pseudonyms", f"{patients} patients")
     table.add_row("worker", "running" if facts["worker_running"] else "not running")
+    if "fabric" in facts:
+        processes = ", ".join(f"{name} {health}" for name, health in facts["fabric"].items())
+        table.add_row("ledger", f"Fabric: {processes or 'not running (carefed node start)'}")
     budget = facts.get("budget")
     table.add_row(
         "privacy budget",

@@ -84,6 +84,9 @@ def test_each_organisation_runs_its_own_processes_and_sees_only_its_own_files(
         probe = f"ls -A {deployment.state(other)}; touch {deployment.state(other)}/x 2>/dev/null || echo refused"
         assert deployment.net.run("hospital-a", ["sh", "-c", probe]).split() == ["refused"]
     assert "crypto" in deployment.net.run("hospital-a", ["ls", str(deployment.state("hospital-a"))])
+    status = json.loads(deployment.carefed("hospital-a", "node", "status", "--hospital", "hospital-a", "--json"))
+    assert status["fabric"] == {"chaincode-hospital-a": "serving", "peer-hospital-a": "OK"}, status
+    assert status["ledger_backend"] == "fabric" and status["worker_running"], status
 
 
 def _listeners(deployment: NamespaceConsortium, org: str) -> set[str]:
