@@ -522,7 +522,11 @@ def identity_for(
     consortium: ConsortiumMaterial, org: str, role: Literal["client", "admin", "node"] = "client"
 ) -> SigningIdentity:
     """The signing identity of ``org`` (name or MSP id) in a role: its User1 client, its Admin or its node."""
-    material = consortium.org(org)
+    return identity_of(consortium.org(org), role)
+
+
+def identity_of(material: OrgMaterial, role: Literal["client", "admin", "node"] = "client") -> SigningIdentity:
+    """One organisation's signing identity in a role: its User1 client, its Admin or its node."""
     if role == "admin":
         paths = material.admin
     elif role == "node":

@@ -193,19 +193,21 @@ class NamespaceConsortium:
                 tail = self.log(org).read_text(errors="replace")[-3000:]
                 raise NamespaceError(f"{org}'s long-running command exited with {process.returncode}:\n{tail}")
 
-    def _wait_for(self, path: Path, org: str, timeout_s: float) -> Path:
+    def _wait_until(self, org: str, done: Callable[[], bool], what: str, timeout_s: float) -> None:
+        """Poll ``done`` while ``org``'s long-running commands live; fail naming ``what`` and the org's log."""
         deadline = time.monotonic() + timeout_s
-        while not path.exists():
+        while not done():
             self._alive_or_fail(org)
             if time.monotonic() > deadline:
-                raise NamespaceError(f"{path} did not appear within {timeout_s:.0f} s; see {self.log(org)}")
+                raise NamespaceError(f"{what} within {timeout_s:.0f} s; see {self.log(org)}")
             time.sleep(0.5)
+
+    def _wait_for(self, path: Path, org: str, timeout_s: float) -> Path:
+        self._wait_until(org, path.exists, f"{path} did not appear", timeout_s)
         return path
 
     def _wait_for_line(self, org: str, line: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while line not in self.log(org).read_text(errors="replace"):
-            self._alive_or_fail(org)
-            if time.monotonic() > deadline:
-                raise NamespaceError(f"{org} did not print {line!r} within {timeout_s:.0f} s; see {self.log(org)}")
-            time.sleep(0.5)
+        def printed() -> bool:
+            return line in self.log(org).read_text(errors="replace")
+
+        self._wait_until(org, printed, f"{org} did not print {line!r}", timeout_s)

@@ -289,14 +289,13 @@ def start(
     import time
 
     from carefed import __version__
-    from fabric_network.fabric import network
-    from fabric_network.fabric.sites import CHANNEL_FILE
+    from fabric_network.fabric import network, sites
     from federation.runtime import FlowerRuntime
     from hospital_node.config import NodeConfig
     from hospital_node.heartbeat import Heartbeat
 
     node = NodeConfig.load(_node_dir(state_dir, hospital))
-    joined = (network.Layout.of(state_dir.resolve()).root / CHANNEL_FILE).exists()
+    joined = sites.has_channel(state_dir.resolve())
     try:
         if joined:
             _start_fabric_peer(state_dir.resolve(), ledger_timeout)
@@ -415,8 +414,7 @@ def reject(run_id: RunId, hospital: Hospital, state_dir: StateDir = Path(".caref
 def status(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR, as_json: AsJson = False) -> None:
     """The node's configuration, pseudonym table, worker, its Fabric peer (a joined node), privacy budget and the
     runs it trained in."""
-    from fabric_network.fabric import network
-    from fabric_network.identities import is_org_site
+    from fabric_network.fabric import network, sites
     from fabric_network.ledger import LedgerError, open_ledger
     from hospital_node.config import NodeConfig
     from hospital_node.pseudonyms import PseudonymTable
@@ -435,7 +433,7 @@ def status(hospital: Hospital, state_dir: StateDir = DEFAULT_STATE_DIR, as_json:
         "purpose": node.purpose,
         "ledger_backend": node.ledger_backend,
     }
-    if node.ledger_backend == "fabric" and is_org_site(node.ledger_state_dir):
+    if node.ledger_backend == "fabric" and sites.has_channel(node.ledger_state_dir):
         # A joined node runs its own peer and chaincode server (`node start`): are they up and healthy?
         facts["fabric"] = {p.name: p.health for p in network.status(node.ledger_state_dir)}
     runs: dict[str, dict[str, Any]] = {}

@@ -188,6 +188,11 @@ class Layout:
         return self.root / "config" / f"{CHANNEL}.block"
 
     @property
+    def channel_definition(self) -> Path:
+        """Across hosts: the channel as the consortium created it (fabric/sites.py), at every site that has it."""
+        return self.root / "channel.json"
+
+    @property
     def package(self) -> Path:
         return self.root / "config" / f"{CHAINCODE_LABEL}.tar.gz"
 

@@ -40,13 +40,11 @@ from fabric_network.fabric.verify import OrdererTrust
 from fabric_network.identities import (
     IdentityError,
     OrgMaterial,
+    identity_of,
     load_org,
-    load_signing_identity,
     msp_id_for,
     node_ou_config,
 )
-
-CHANNEL_FILE = "channel.json"
 
 
 class SiteError(ValueError):
@@ -129,8 +127,13 @@ def org_bundle_from(data: dict[str, Any], source: str) -> OrgBundle:
         raise SiteError(f"{source}: not an organisation of `carefed org init` ({reasons})") from None
 
 
+def has_channel(state_dir: Path) -> bool:
+    """Whether this site has the channel: the consortium created it (`up`) or the hospital joined it (`join`)."""
+    return network.Layout.of(state_dir).channel_definition.exists()
+
+
 def channel_definition(state_dir: Path) -> ChannelDefinition:
-    path = network.Layout.of(state_dir).root / CHANNEL_FILE
+    path = network.Layout.of(state_dir).channel_definition
     if not path.exists():
         raise SiteError(
             f"--state-dir: {state_dir} has no channel yet: the consortium runs `carefed consortium up`, a hospital "
@@ -143,7 +146,7 @@ def _save_definition(layout: network.Layout, definition: ChannelDefinition) -> N
     layout.config.mkdir(parents=True, exist_ok=True)
     layout.channel_block.write_bytes(base64.b64decode(definition.genesis_block))
     layout.package.write_bytes(network.ccaas_package(network.CHAINCODE_LABEL, network.connection_template()))
-    (layout.root / CHANNEL_FILE).write_text(definition.model_dump_json(indent=2))
+    layout.channel_definition.write_text(definition.model_dump_json(indent=2))
 
 
 # --- the consortium -------------------------------------------------------------------------------------------
@@ -172,7 +175,7 @@ def add_member(state_dir: Path, bundle: OrgBundle) -> bool:
         raise SiteError(f"--state-dir: {state_dir} is {own.name}'s; hospitals are added at the consortium")
     if bundle.kind != "peer" or bundle.msp_id != msp_id_for(bundle.name):
         raise SiteError(f"BUNDLE: {bundle.name} is not a hospital's bundle (kind {bundle.kind}, MSP {bundle.msp_id})")
-    if (layout.root / CHANNEL_FILE).exists():
+    if layout.channel_definition.exists():
         raise SiteError(
             f"BUNDLE: the channel exists already (created by `consortium up`); {bundle.name} cannot be added to it "
             "(adding a hospital to a running channel is a configuration update CareFed does not do yet)"
@@ -196,7 +199,7 @@ def add_member(state_dir: Path, bundle: OrgBundle) -> bool:
 def create_channel(state_dir: Path, home: FabricHome, host: str, port: int) -> ChannelDefinition:
     """The channel's genesis block from the consortium's own org and the hospitals' bundles (once)."""
     layout = network.Layout.of(state_dir)
-    if (layout.root / CHANNEL_FILE).exists():
+    if layout.channel_definition.exists():
         definition = channel_definition(state_dir)
         if definition.orderer.endpoint != f"{host}:{port}":
             raise SiteError(
@@ -254,7 +257,7 @@ def join(state_dir: Path, definition: ChannelDefinition) -> OrgBundle:
             "bundle was made from another `org init` of this hospital; send the consortium this state dir's bundle"
         )
     layout = network.Layout.of(state_dir)
-    existing = layout.root / CHANNEL_FILE
+    existing = layout.channel_definition
     if existing.exists() and channel_definition(state_dir).genesis_block != definition.genesis_block:
         raise SiteError(f"BUNDLE: {state_dir} joined another channel already (its {existing} differs)")
     _save_definition(layout, definition)
@@ -358,9 +361,8 @@ def connect_site(state_dir: Path, role: Literal["client", "admin", "node"] = "cl
         channel=network.CHANNEL,
         chaincode=network.CHAINCODE,
     )
-    paths = {"admin": own.admin, "node": own.node}.get(role, own.users[0])
     try:
-        identity = load_signing_identity(own.msp_id, paths)
+        identity = identity_of(own, role)
     except IdentityError as exc:
         raise SiteError(str(exc)) from None
     return FabricGateway(connection, identity)

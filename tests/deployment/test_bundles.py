@@ -156,7 +156,7 @@ def test_a_hospital_joins_only_a_channel_that_names_it_with_its_own_keys(orgs: d
     with pytest.raises(sites.SiteError, match="another CA certificate"):
         join(impostor, "hospital-a", bundle.model_copy(update={"he_transport_keys": {
             "hospital-a": (impostor / "nodes/hospital-a/keys/he-transport.pub").read_text()}}))  # fmt: skip
-    assert not (impostor / "fabric" / sites.CHANNEL_FILE).exists(), "a refused bundle stores nothing"
+    assert not sites.has_channel(impostor), "a refused bundle stores nothing"
     assert NodeConfig.load(impostor / "nodes" / "hospital-a").ledger_backend == "embedded"
 
     joined = join(a, "hospital-a", bundle)
